@@ -1,0 +1,48 @@
+# The README's two commands: `make test` and `make demo`. Everything they need is set up here, once:
+# .venv (torch==2.11.0 from PyPI: libtorch for tch, and the PyTorch baselines) and .cache/data (real
+# photos and Fashion-MNIST from Debian's registry, see scripts/fetch-data.sh).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+DATA := .cache/data
+CARGO ?= cargo
+export REGIONCL_DATA := $(abspath $(DATA))
+export REGIONCL_PYTHON := $(abspath $(VENV))/bin/python
+
+.PHONY: test demo bench venv data build release fmt clippy fuzz clean-data
+
+test: venv data
+	$(CARGO) build --workspace --all-targets --release
+	$(CARGO) test --workspace --release
+
+demo: venv data release
+	scripts/demo.sh
+
+bench: venv data release
+	target/release/regioncl bench loader $(DATA)/shards/imagenet-like --compare-torchvision
+
+release: venv
+	$(CARGO) build --release -p regioncl-tools
+
+venv: $(VENV)/.complete
+$(VENV)/.complete:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet torch==2.11.0 torchvision==0.26.0 numpy pillow
+	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/torch
+	touch $@
+
+data: $(DATA)/.complete
+$(DATA)/.complete: venv
+	PYTHON=$(VENV)/bin/python scripts/fetch-data.sh $(DATA)
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy: venv
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run open_shard -- -max_total_time=60
+
+clean-data:
+	rm -rf $(DATA)

@@ -1,0 +1,1 @@
+//! Image operations for self-supervised pretraining.

@@ -1,0 +1,1 @@
+//! Shards, orders, plans and the loader pipeline.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("cuda: {}", regioncl_trainer::cuda_available());
+}
