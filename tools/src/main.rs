@@ -1,3 +1,46 @@
-fn main() {
-    println!("cuda: {}", regioncl_trainer::cuda_available());
+//! `regioncl`: convert image folders to shards, inspect them, benchmark the loader, train, evaluate,
+//! export. Each subcommand lives in its own module under `cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Self-supervised pretraining (RegionCL, MoCo v2, DenseCL, SimSiam) on memory-mapped image shards.
+#[derive(Debug, Parser)]
+#[command(name = "regioncl", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the build's libtorch and CUDA status.
+    Env,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Env => cmd::env::run(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed pipe (`regioncl inspect ... | head`) is not a failure.
+            if err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("regioncl: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
 }
