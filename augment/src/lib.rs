@@ -4,6 +4,7 @@
 mod error;
 mod geometry;
 mod jpeg;
+mod rng;
 
 pub use crate::error::{Error, Result};
 pub use crate::geometry::{Rect, RgbImage};
@@ -11,3 +12,4 @@ pub use crate::jpeg::{
     DEFAULT_MAX_PIXELS, DecodeOptions, JpegColor, JpegInfo, Scale, decode_jpeg, encode_jpeg,
     jpeg_info,
 };
+pub use crate::rng::KeyedRng;
