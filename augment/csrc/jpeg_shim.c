@@ -162,29 +162,27 @@ int rcl_jpeg_decode(const uint8_t *buf, size_t len, int scale_denom, int strict,
   uint32_t full_w = cinfo.output_width, full_h = cinfo.output_height;
   *scaled_w = full_w;
   *scaled_h = full_h;
-  if (rw == 0 || rh == 0) {
-    rx = 0;
-    ry = 0;
-    rw = full_w;
-    rh = full_h;
-  }
-  if (rx >= full_w || ry >= full_h || rw > full_w - rx || rh > full_h - ry) {
-    snprintf(errbuf, errlen, "region %ux%u+%u+%u outside the %ux%u scaled image", rw, rh, rx, ry,
-             full_w, full_h);
+  /* The parameters are never assigned after setjmp (they would be clobbered by a longjmp). */
+  int whole = rw == 0 || rh == 0;
+  uint32_t x0 = whole ? 0 : rx, y0 = whole ? 0 : ry;
+  uint32_t width = whole ? full_w : rw, height = whole ? full_h : rh;
+  if (x0 >= full_w || y0 >= full_h || width > full_w - x0 || height > full_h - y0) {
+    snprintf(errbuf, errlen, "region %ux%u+%u+%u outside the %ux%u scaled image", width, height,
+             x0, y0, full_w, full_h);
     jpeg_destroy_decompress(&cinfo);
     return RCL_ERR_ARG;
   }
-  if ((size_t)rw * rh * 3 > out_cap) {
+  if ((size_t)width * height * 3 > out_cap) {
     copy_msg(errbuf, errlen, "output buffer too small");
     jpeg_destroy_decompress(&cinfo);
     return RCL_ERR_ARG;
   }
-  JDIMENSION xoff = rx, cw = rw;
-  int cropped = rx != 0 || rw != full_w;
+  JDIMENSION xoff = x0, cw = width;
+  int cropped = x0 != 0 || width != full_w;
   if (cropped) {
     jpeg_crop_scanline(&cinfo, &xoff, &cw);
   }
-  uint32_t skip_left = rx - xoff;
+  uint32_t skip_left = x0 - xoff;
   int in_comp = cmyk ? 4 : 3;
   int direct = !cmyk && !cropped;
   if (!direct) {
@@ -195,11 +193,11 @@ int rcl_jpeg_decode(const uint8_t *buf, size_t len, int scale_denom, int strict,
       return RCL_ERR_ALLOC;
     }
   }
-  if (ry > 0) {
-    jpeg_skip_scanlines(&cinfo, ry);
+  if (y0 > 0) {
+    jpeg_skip_scanlines(&cinfo, y0);
   }
-  for (uint32_t r = 0; r < rh; r++) {
-    uint8_t *dst = out + (size_t)r * rw * 3;
+  for (uint32_t r = 0; r < height; r++) {
+    uint8_t *dst = out + (size_t)r * width * 3;
     JSAMPROW row = direct ? dst : scratch;
     if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
       copy_msg(errbuf, errlen, "decoder returned no scanline");
@@ -209,9 +207,9 @@ int rcl_jpeg_decode(const uint8_t *buf, size_t len, int scale_denom, int strict,
     }
     if (!direct) {
       if (cmyk) {
-        cmyk_row_to_rgb(scratch + (size_t)skip_left * 4, dst, rw, cinfo.saw_Adobe_marker);
+        cmyk_row_to_rgb(scratch + (size_t)skip_left * 4, dst, width, cinfo.saw_Adobe_marker);
       } else {
-        memcpy(dst, scratch + (size_t)skip_left * 3, (size_t)rw * 3);
+        memcpy(dst, scratch + (size_t)skip_left * 3, (size_t)width * 3);
       }
     }
   }
@@ -222,8 +220,8 @@ int rcl_jpeg_decode(const uint8_t *buf, size_t len, int scale_denom, int strict,
   }
   jpeg_destroy_decompress(&cinfo);
   free(scratch);
-  *out_w = rw;
-  *out_h = rh;
+  *out_w = width;
+  *out_h = height;
   return RCL_OK;
 }
 

@@ -55,6 +55,50 @@ impl Rect {
     }
 }
 
+impl From<Rect> for CropBox {
+    fn from(r: Rect) -> Self {
+        Self { x: f64::from(r.x), y: f64::from(r.y), w: f64::from(r.w), h: f64::from(r.h) }
+    }
+}
+
+/// A crop box with sub-pixel edges, in the coordinates of some source image: columns `[x, x + w)`,
+/// rows `[y, y + h)`, pixel `i` covering `[i, i + 1)`. A crop of the original image mapped onto a
+/// DCT-scaled decode has fractional edges (`x / 2`, `x / 4`, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CropBox {
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width (> 0).
+    pub w: f64,
+    /// Height (> 0).
+    pub h: f64,
+}
+
+impl CropBox {
+    /// Whether the box is non-empty, finite and inside a `width` x `height` image.
+    pub fn fits_in(&self, width: u32, height: u32) -> bool {
+        let finite = [self.x, self.y, self.w, self.h].iter().all(|v| v.is_finite());
+        finite
+            && self.w > 0.0
+            && self.h > 0.0
+            && self.x >= 0.0
+            && self.y >= 0.0
+            && self.x + self.w <= f64::from(width)
+            && self.y + self.h <= f64::from(height)
+    }
+
+    /// The smallest integer rectangle that contains the box.
+    pub fn hull(&self) -> Rect {
+        let x0 = self.x.floor().max(0.0);
+        let y0 = self.y.floor().max(0.0);
+        let x1 = (self.x + self.w).ceil().max(x0 + 1.0);
+        let y1 = (self.y + self.h).ceil().max(y0 + 1.0);
+        Rect::new(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32)
+    }
+}
+
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved (`[H, W, 3]`). The buffer is reused
 /// across decodes: resizing it never shrinks its allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,5 +154,26 @@ impl RgbImage {
         self.width = width;
         self.height = height;
         self.data.resize(width as usize * height as usize * 3, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hull_covers_fractional_boxes() {
+        let b = CropBox { x: 1.25, y: 0.0, w: 2.5, h: 3.0 };
+        assert_eq!(b.hull(), Rect::new(1, 0, 3, 3));
+        assert_eq!(CropBox::from(Rect::new(4, 5, 6, 7)).hull(), Rect::new(4, 5, 6, 7));
+        assert!(b.fits_in(4, 3) && !b.fits_in(3, 3));
+        assert!(!CropBox { x: f64::NAN, ..b }.fits_in(4, 3));
+    }
+
+    #[test]
+    fn union_and_fits() {
+        let u = Rect::new(1, 2, 3, 4).union(&Rect::new(0, 5, 2, 2));
+        assert_eq!(u, Rect::new(0, 2, 4, 5));
+        assert!(u.fits_in(4, 7) && !u.fits_in(3, 7) && !Rect::new(0, 0, 0, 1).fits_in(5, 5));
     }
 }
