@@ -1,0 +1,6 @@
+//! Shard files: the byte layout ([`format`]), reading ([`Shard`](crate::Shard)) and writing
+//! ([`ShardWriter`](crate::ShardWriter)).
+
+pub mod format;
+pub(crate) mod reader;
+pub(crate) mod writer;
