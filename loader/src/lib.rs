@@ -36,7 +36,11 @@ mod dataset;
 mod error;
 mod fsutil;
 mod manifest;
+mod order;
+mod pipeline;
+mod plan;
 pub mod shard;
+mod swap;
 
 pub use crate::convert::{
     ConvertConfig, ConvertSummary, DEFAULT_QUALITY, DEFAULT_SHARD_SIZE, Progress, SKIPPED_FILE,
@@ -47,5 +51,14 @@ pub use crate::error::{ChecksumError, Error, FormatError, ManifestError, Result}
 pub use crate::manifest::{
     ConvertSettings, DATASET_FORMAT, DATASET_VERSION, MANIFEST_FILE, Manifest, ShardInfo,
 };
+pub use crate::order::{Order, OrderKind, Tail};
+pub use crate::pipeline::{
+    AlignedBuffer, AllocError, Batch, BufferAllocator, HeapAllocator, HostBuffer, Pipeline,
+    PipelineConfig, PipelineStats, Substitution, ViewData, ViewLayout,
+};
+pub use crate::plan::{
+    BatchPlan, ColorOn, Planner, Recipe, RecordSizes, Sampling, SwapPlanConfig, plan_views,
+};
 pub use crate::shard::reader::{Record, Shard};
 pub use crate::shard::writer::ShardWriter;
+pub use crate::swap::{SwapBox, SwapConfig, SwapSampler, pairing, sample_swap_box};

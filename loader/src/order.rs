@@ -18,7 +18,7 @@ use regioncl_augment::KeyedRng;
 use crate::error::{Error, Result};
 
 /// Stream tag of the order in the keyed generator (distinct from views, boxes, substitutes).
-const STREAM_ORDER: u64 = 0x6f72_6465_72; // "order"
+const STREAM_ORDER: u64 = 0x006f_7264_6572; // "order"
 
 /// The kind of epoch order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

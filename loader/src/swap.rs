@@ -72,7 +72,9 @@ impl SwapConfig {
         if self.stride == 0 {
             return bad("swap.stride", "must be positive".into());
         }
-        if self.view_width % self.stride != 0 || self.view_height % self.stride != 0 {
+        if !self.view_width.is_multiple_of(self.stride)
+            || !self.view_height.is_multiple_of(self.stride)
+        {
             return bad(
                 "swap.stride",
                 format!(
@@ -172,7 +174,7 @@ pub fn sample_swap_box(config: &SwapConfig, rng: &mut KeyedRng) -> SwapBox {
 /// [`Error::Config`] unless `batch` splits into `groups` groups of an even size (an odd group
 /// would pair its middle sample with itself).
 pub fn pairing(batch: usize, groups: usize) -> Result<Vec<u32>> {
-    if groups == 0 || batch % groups != 0 || (batch / groups) % 2 != 0 {
+    if groups == 0 || !batch.is_multiple_of(groups) || !(batch / groups).is_multiple_of(2) {
         return Err(Error::Config(format!(
             "batch_size: batch {batch} must split into {groups} BN groups of an even size for the swap \
                  pairing"

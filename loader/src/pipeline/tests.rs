@@ -1,0 +1,272 @@
+//! Pipeline tests on real photos (the ImageNet-like files of `make data`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use regioncl_augment::jpeg_info;
+
+use super::*;
+use crate::manifest::Manifest;
+use crate::order::{Order, OrderKind, Tail};
+use crate::plan::{Recipe, SwapPlanConfig};
+use crate::swap::SwapConfig;
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("REGIONCL_DATA").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/data"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("imagenet-like").is_dir(),
+        "{}: no test photos; run `make data`",
+        dir.display()
+    );
+    dir
+}
+
+/// A dataset of `n` real JPEGs (plus `corrupt` records of garbage bytes) in two shards.
+fn dataset(n: usize, corrupt: &[usize]) -> (tempdir::TempDir, Arc<Dataset>) {
+    let src = data_dir().join("imagenet-like");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .flat_map(|c| std::fs::read_dir(c.unwrap().path()).unwrap().map(|f| f.unwrap().path()))
+        .collect();
+    files.sort();
+    let step = files.len() / n;
+    let dir = tempdir::TempDir::new();
+    let mut shards = Vec::new();
+    for (s, part) in [0..n / 2, n / 2..n].into_iter().enumerate() {
+        let name = format!("shard-{s:05}.rcl");
+        let mut w = crate::ShardWriter::create(dir.path().join(&name)).unwrap();
+        for i in part {
+            let bytes = std::fs::read(&files[i * step]).unwrap();
+            let info = jpeg_info(&bytes).unwrap();
+            if corrupt.contains(&i) {
+                let junk: Vec<u8> = (0..5000u32).map(|k| (k * 7919 % 251) as u8).collect();
+                w.push(&junk, 3, info.width, info.height).unwrap();
+            } else {
+                w.push(&bytes, (i % 10) as u32, info.width, info.height).unwrap();
+            }
+        }
+        let mut info = w.finish().unwrap();
+        info.file = name;
+        shards.push(info);
+    }
+    let manifest = Manifest {
+        format: crate::manifest::DATASET_FORMAT.into(),
+        format_version: crate::manifest::DATASET_VERSION,
+        num_records: shards.iter().map(|s| s.num_records).sum(),
+        num_bytes: shards.iter().map(|s| s.num_bytes).sum(),
+        class_names: (0..10).map(|c| format!("c{c}")).collect(),
+        shards,
+        converter: Default::default(),
+    };
+    manifest.write(dir.path()).unwrap();
+    let ds = Arc::new(Dataset::open(dir.path()).unwrap());
+    (dir, ds)
+}
+
+fn planner(ds: &Arc<Dataset>, batch: usize, recipe: Recipe, swap: bool) -> Planner {
+    let lens: Vec<u64> = (0..ds.shards().len()).map(|s| ds.shard_range(s).len() as u64).collect();
+    let order = Order::new(OrderKind::Shuffle, 5, lens, 0, 1, Tail::Drop).unwrap();
+    let swap = swap.then(|| SwapPlanConfig { swap: SwapConfig::paper(224), bn_groups: 2 });
+    Planner::new(5, batch, recipe, swap, order, ds.clone()).unwrap()
+}
+
+fn digest(batches: impl Iterator<Item = Result<Batch>>) -> Vec<(u64, u64, u64)> {
+    batches
+        .map(|b| {
+            let b = b.unwrap();
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            for v in 0..b.num_views() {
+                for &x in b.view(v).bytes {
+                    h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+            (b.epoch(), b.step(), h)
+        })
+        .collect()
+}
+
+fn config(threads: usize, start: (u64, u64), end: u64) -> PipelineConfig {
+    PipelineConfig { threads, start, end_epoch: Some(end), ..PipelineConfig::default() }
+}
+
+#[test]
+fn output_is_identical_for_any_thread_count_and_resume_reproduces_it() {
+    let (_tmp, ds) = dataset(40, &[]);
+    let run = |threads, start| {
+        let p = Pipeline::new(
+            ds.clone(),
+            planner(&ds, 8, Recipe::mocov2(224), true),
+            config(threads, start, 2),
+            &HeapAllocator,
+        )
+        .unwrap();
+        digest(p)
+    };
+    let one = run(1, (0, 0));
+    assert_eq!(one.len(), 10, "2 epochs of 5 steps");
+    assert_eq!(one.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>()[..3], [(0, 0), (0, 1), (0, 2)]);
+    assert_eq!(run(3, (0, 0)), one, "3 threads give the same bytes as 1");
+    assert_eq!(run(2, (1, 2)), one[7..], "resume at (1, 2) gives the uninterrupted run's batches");
+}
+
+#[test]
+fn labels_and_views_follow_the_plan() {
+    let (_tmp, ds) = dataset(24, &[]);
+    let mut p = Pipeline::new(
+        ds.clone(),
+        planner(&ds, 8, Recipe::mocov2(96), false),
+        config(2, (0, 0), 1),
+        &HeapAllocator,
+    )
+    .unwrap();
+    let b = p.next().unwrap().unwrap();
+    assert_eq!(b.len(), 8);
+    assert_eq!(b.num_views(), 2);
+    for (i, &idx) in b.plan().indices.iter().enumerate() {
+        assert_eq!(b.labels()[i], ds.record(idx as usize).unwrap().label);
+    }
+    let v = b.view(1);
+    assert_eq!(
+        (v.layout, v.width, v.height, v.bytes.len()),
+        (ViewLayout::U8Nhwc, 96, 96, 8 * 96 * 96 * 3)
+    );
+    // Real photos: views are not blank.
+    assert!(v.bytes.iter().any(|&x| x > 30) && v.bytes.iter().any(|&x| x < 220));
+    assert!(b.plan().swap.is_none());
+}
+
+#[test]
+fn cpu_colour_recipe_writes_normalized_f32_views() {
+    let (_tmp, ds) = dataset(16, &[]);
+    let recipe = Recipe { color_on: ColorOn::Cpu, ..Recipe::mocov2(64) };
+    let mut p = Pipeline::new(
+        ds.clone(),
+        planner(&ds, 4, recipe, false),
+        config(2, (0, 0), 1),
+        &HeapAllocator,
+    )
+    .unwrap();
+    let b = p.next().unwrap().unwrap();
+    let v = b.view(0);
+    assert_eq!(v.layout, ViewLayout::F32Nchw);
+    let x = v.as_f32();
+    assert_eq!(x.len(), 4 * 3 * 64 * 64);
+    // (0 - 0.485) / 0.229 = -2.12 and (1 - 0.406) / 0.225 = 2.64 bound every normalized value.
+    assert!(x.iter().all(|&f| f.is_finite() && (-2.2..=2.7).contains(&f)));
+    assert!(x.iter().any(|&f| f < -0.5) && x.iter().any(|&f| f > 0.5));
+}
+
+#[test]
+fn corrupt_records_are_replaced_deterministically_and_reported() {
+    let (_tmp, ds) = dataset(32, &[1, 2, 17]);
+    let run = |threads| {
+        let p = Pipeline::new(
+            ds.clone(),
+            planner(&ds, 8, Recipe::mocov2(96), false),
+            config(threads, (0, 0), 1),
+            &HeapAllocator,
+        )
+        .unwrap();
+        let mut subs = Vec::new();
+        let mut stats = None;
+        let mut p = p;
+        for b in p.by_ref() {
+            let b = b.unwrap();
+            for s in b.substitutions() {
+                assert!([1, 2, 17].contains(&s.failed), "{s:?}");
+                assert!(![1, 2, 17].contains(&s.replacement));
+                assert_eq!(b.plan().indices[s.sample], s.replacement);
+                assert!(s.reason.contains(&format!("record {}", s.failed)), "{}", s.reason);
+                subs.push(s.clone());
+            }
+        }
+        stats.get_or_insert(p.stats());
+        (subs, stats.unwrap().substitutions)
+    };
+    let (a, na) = run(1);
+    assert_eq!(a.len(), 3, "every corrupt record was drawn once in the epoch and replaced");
+    assert_eq!(na, 3);
+    assert_eq!(run(2).0, a, "the same substitutes whatever the thread count");
+}
+
+#[derive(Default)]
+struct CountingAllocator(AtomicUsize);
+
+impl BufferAllocator for CountingAllocator {
+    fn allocate(&self, bytes: usize) -> std::result::Result<Box<dyn HostBuffer>, AllocError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        HeapAllocator.allocate(bytes)
+    }
+}
+
+#[test]
+fn buffers_come_from_the_allocator_once_and_circulate() {
+    let (_tmp, ds) = dataset(24, &[]);
+    let alloc = CountingAllocator::default();
+    let cfg = PipelineConfig { batches_ahead: 3, ..config(2, (0, 0), 4) };
+    let p =
+        Pipeline::new(ds.clone(), planner(&ds, 4, Recipe::mocov2(64), false), cfg, &alloc).unwrap();
+    let mut held = Vec::new();
+    let mut n = 0;
+    for b in p {
+        // Hold one batch at a time besides the pipeline's own: the ring must keep going.
+        held.push(b.unwrap());
+        if held.len() > 1 {
+            held.remove(0);
+        }
+        n += 1;
+    }
+    assert_eq!(n, 4 * 6);
+    assert_eq!(alloc.0.load(Ordering::Relaxed), 3 * 2, "batches_ahead sets of one buffer per view");
+}
+
+#[test]
+fn center_crop_recipe_is_deterministic_and_unflipped() {
+    let (_tmp, ds) = dataset(16, &[]);
+    let lens: Vec<u64> = (0..ds.shards().len()).map(|s| ds.shard_range(s).len() as u64).collect();
+    let order = Order::new(OrderKind::Sequential, 0, lens, 0, 1, Tail::Drop).unwrap();
+    let planner = Planner::new(0, 8, Recipe::center_crop(73, 64), None, order, ds.clone()).unwrap();
+    let mut p = Pipeline::new(ds.clone(), planner, config(2, (0, 0), 1), &HeapAllocator).unwrap();
+    let b = p.next().unwrap().unwrap();
+    assert_eq!(b.plan().indices, (0..8).collect::<Vec<u64>>());
+    for (i, v) in b.plan().views[0].iter().enumerate() {
+        let r = ds.record(i).unwrap();
+        let short = r.width.min(r.height);
+        assert!(!v.flip && !v.has_color_ops());
+        assert_eq!(v.crop.w.min(v.crop.h), (f64::from(short) * 64.0 / 73.0).round() as u32);
+        // Centred within a pixel.
+        assert!((2 * v.crop.x + v.crop.w).abs_diff(r.width) <= 1);
+    }
+}
+
+/// A temporary directory removed on drop (no external crate needed).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p =
+                std::env::temp_dir().join(format!("regioncl-pipeline-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
