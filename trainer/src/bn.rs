@@ -1,0 +1,238 @@
+//! BatchNorm2d with the single-GPU emulation of per-GPU BN (METHOD.md 2.5): in training, the batch
+//! is normalised in `splits` groups, each with its own batch statistics, as `splits` GPUs with plain
+//! BN would.
+//!
+//! Groups are **contiguous** chunks of `N / splits` samples (one chunk = one virtual GPU), so that
+//! the RegionCL pairing, reversed inside each chunk, keeps swap partners in one BN group, as on real
+//! GPUs. The running statistics become the mean of the per-group running statistics, as in the MoCo
+//! CIFAR demo's `SplitBatchNorm`.
+//!
+//! Two formulations give the same numbers ([`SplitBnImpl`]):
+//! - `Chunked` (default): one `batch_norm` call per chunk on `x.narrow(0, ..)`. A chunk along N of
+//!   an NHWC (channels_last) tensor is itself channels_last and contiguous, so cuDNN's NHWC kernels
+//!   apply and no layout copy is made; bf16 inputs stay bf16.
+//! - `Reshape`: the demo's trick, `[N, C, H, W] -> [N/S, S*C, H, W]` with the affine parameters tiled
+//!   S times (after a transpose that makes the groups contiguous). The reshape forces NCHW copies of
+//!   every activation; kept as the reference formulation and for benchmarks.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::params::ParamStore;
+
+/// BN epsilon (PyTorch default).
+pub const BN_EPS: f64 = 1e-5;
+/// BN running-stat momentum (PyTorch convention).
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// How split BN is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SplitBnImpl {
+    /// One BN call per contiguous chunk (keeps channels_last).
+    #[default]
+    Chunked,
+    /// The `[N/S, S*C, H, W]` reshape of the MoCo demo (NCHW copies).
+    Reshape,
+}
+
+/// How BN layers behave in a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnMode {
+    /// Batch statistics and running-stat updates (true) or running statistics (false).
+    pub train: bool,
+    /// Number of BN groups in training (1 = the whole batch, like SyncBN).
+    pub splits: i64,
+    /// The formulation of split BN.
+    pub imp: SplitBnImpl,
+}
+
+impl BnMode {
+    /// Training mode with `splits` groups.
+    pub fn train(splits: i64, imp: SplitBnImpl) -> Self {
+        Self { train: true, splits, imp }
+    }
+
+    /// Evaluation mode (running statistics).
+    pub fn eval() -> Self {
+        Self { train: false, splits: 1, imp: SplitBnImpl::Chunked }
+    }
+}
+
+/// A 2-d batch-norm layer with torchvision names (`weight`, `bias`, `running_mean`, `running_var`,
+/// `num_batches_tracked`).
+#[derive(Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+}
+
+impl BatchNorm2d {
+    /// Registers a layer of `channels` under `prefix` (weight 1, bias 0, running mean 0, var 1).
+    pub fn new(store: &mut ParamStore, prefix: &str, channels: i64) -> Self {
+        let f = |v: f64| Tensor::full([channels], v, (Kind::Float, tch::Device::Cpu));
+        Self {
+            weight: store.add_param(format!("{prefix}.weight"), f(1.0)),
+            bias: store.add_param(format!("{prefix}.bias"), f(0.0)),
+            running_mean: store.add_buffer(format!("{prefix}.running_mean"), f(0.0)),
+            running_var: store.add_buffer(format!("{prefix}.running_var"), f(1.0)),
+            num_batches_tracked: store.add_buffer(
+                format!("{prefix}.num_batches_tracked"),
+                Tensor::zeros([], (Kind::Int64, tch::Device::Cpu)),
+            ),
+        }
+    }
+
+    /// Normalises `x`.
+    ///
+    /// # Shapes
+    /// `x: [N, C, H, W]` (any memory format) -> same shape and format.
+    ///
+    /// # Panics
+    /// In training with `splits > 1`, if `N` is not divisible by `splits`.
+    pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
+        if !mode.train {
+            return self.call(x, &self.running_mean, &self.running_var, false);
+        }
+        let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
+        if mode.splits <= 1 {
+            return self.call(x, &self.running_mean, &self.running_var, true);
+        }
+        let n = x.size()[0];
+        assert!(
+            n % mode.splits == 0,
+            "split BN: batch {n} not divisible by {} splits",
+            mode.splits
+        );
+        match mode.imp {
+            SplitBnImpl::Chunked => self.chunked(x, mode.splits),
+            SplitBnImpl::Reshape => self.reshaped(x, mode.splits),
+        }
+    }
+
+    fn call(&self, x: &Tensor, rm: &Tensor, rv: &Tensor, train: bool) -> Tensor {
+        Tensor::batch_norm(
+            x,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(rm),
+            Some(rv),
+            train,
+            BN_MOMENTUM,
+            BN_EPS,
+            true,
+        )
+    }
+
+    /// Per-group running stats `[S, C]`, updated in place by the per-group calls, then averaged.
+    fn split_stats(&self, splits: i64) -> (Tensor, Tensor) {
+        let rm = self.running_mean.detach().unsqueeze(0).repeat([splits, 1]); // [S, C]
+        let rv = self.running_var.detach().unsqueeze(0).repeat([splits, 1]); // [S, C]
+        (rm, rv)
+    }
+
+    fn store_stats(&self, rm: &Tensor, rv: &Tensor) {
+        tch::no_grad(|| {
+            self.running_mean.shallow_clone().copy_(&rm.mean_dim(0, false, Kind::Float));
+            self.running_var.shallow_clone().copy_(&rv.mean_dim(0, false, Kind::Float));
+        });
+    }
+
+    fn chunked(&self, x: &Tensor, splits: i64) -> Tensor {
+        let m = x.size()[0] / splits;
+        let (rm, rv) = self.split_stats(splits);
+        let outs: Vec<Tensor> = (0..splits)
+            .map(|s| self.call(&x.narrow(0, s * m, m), &rm.get(s), &rv.get(s), true))
+            .collect();
+        self.store_stats(&rm, &rv);
+        Tensor::cat(&outs, 0)
+    }
+
+    fn reshaped(&self, x: &Tensor, splits: i64) -> Tensor {
+        let (n, c, h, w) = x.size4().expect("split BN input is 4-d");
+        let m = n / splits;
+        // Group s = samples [s*m, (s+1)*m): [S, M, C, H, W] -> [M, S*C, H, W].
+        let xr = x.reshape([splits, m, c, h, w]).transpose(0, 1).reshape([m, splits * c, h, w]);
+        let (rm, rv) = self.split_stats(splits);
+        let (rm_flat, rv_flat) = (rm.view([-1]), rv.view([-1])); // [S*C], views of rm / rv
+        let y = Tensor::batch_norm(
+            &xr,
+            Some(&self.weight.repeat([splits])),
+            Some(&self.bias.repeat([splits])),
+            Some(&rm_flat),
+            Some(&rv_flat),
+            true,
+            BN_MOMENTUM,
+            BN_EPS,
+            true,
+        );
+        self.store_stats(&rm, &rv);
+        y.reshape([m, splits, c, h, w]).transpose(0, 1).reshape([n, c, h, w])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn layer(c: i64) -> (ParamStore, BatchNorm2d) {
+        let mut store = ParamStore::new();
+        let bn = BatchNorm2d::new(&mut store, "bn", c);
+        tch::no_grad(|| {
+            let _ = store.get("bn.weight").unwrap().shallow_clone().uniform_(0.5, 1.5);
+            let _ = store.get("bn.bias").unwrap().shallow_clone().uniform_(-0.5, 0.5);
+        });
+        (store, bn)
+    }
+
+    /// Group s normalised alone equals chunk s of the split forward (train mode, output and stats).
+    #[test]
+    fn chunked_equals_per_group_bn_and_reshape() {
+        tch::manual_seed(1);
+        let (store, bn) = layer(5);
+        let x = Tensor::randn([8, 5, 3, 4], (Kind::Float, Device::Cpu)) * 2.0 + 0.3;
+        let x_cl = crate::shim::to_channels_last(&x).unwrap();
+        let y = bn.forward(&x_cl, BnMode::train(4, SplitBnImpl::Chunked));
+        assert!(crate::shim::is_channels_last(&y), "chunked split BN keeps channels_last");
+        let rm_chunked = store.get("bn.running_mean").unwrap().copy();
+        let rv_chunked = store.get("bn.running_var").unwrap().copy();
+
+        let (store2, bn2) = layer(5);
+        store2.copy_from(&store).unwrap();
+        for name in ["bn.running_mean", "bn.running_var"] {
+            let v = if name.ends_with("mean") { 0.0 } else { 1.0 };
+            let _ = store2.get(name).unwrap().shallow_clone().fill_(v);
+        }
+        let y2 = bn2.forward(&x, BnMode::train(4, SplitBnImpl::Reshape));
+        assert!(y.allclose(&y2, 1e-5, 1e-5, false));
+        assert!(rm_chunked.allclose(store2.get("bn.running_mean").unwrap(), 1e-6, 1e-6, false));
+        assert!(rv_chunked.allclose(store2.get("bn.running_var").unwrap(), 1e-6, 1e-6, false));
+
+        // Independent reference: each group through its own plain BN.
+        for s in 0..4 {
+            let (st, b) = layer(5);
+            st.copy_from(&store).unwrap();
+            let g = x.narrow(0, 2 * s, 2);
+            let ys = b.forward(&g, BnMode::train(1, SplitBnImpl::Chunked));
+            assert!(ys.allclose(&y.narrow(0, 2 * s, 2), 1e-5, 1e-5, false));
+        }
+        // Running mean = mean of the per-group updates: 0.9 * 0 + 0.1 * mean_s(mean of group s).
+        let group_means = x.reshape([4, 2, 5, 12]).mean_dim([1, 3].as_slice(), false, Kind::Float);
+        let expect = group_means.mean_dim(0, false, Kind::Float) * 0.1;
+        assert!(rm_chunked.allclose(&expect, 1e-5, 1e-6, false));
+    }
+
+    #[test]
+    fn eval_uses_running_stats() {
+        let (_store, bn) = layer(3);
+        let x = Tensor::randn([2, 3, 2, 2], (Kind::Float, Device::Cpu));
+        let y = bn.forward(&x, BnMode::eval());
+        let y2 = bn.forward(&x.narrow(0, 0, 1), BnMode::eval());
+        assert!(y.narrow(0, 0, 1).allclose(&y2, 1e-6, 1e-6, false));
+    }
+}

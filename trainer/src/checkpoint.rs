@@ -1,0 +1,239 @@
+//! Checkpoints: one directory per saved step, written atomically (a temporary directory, every
+//! file fsynced, renamed into place, parent fsynced), so a run killed at any point (SIGKILL
+//! included) resumes from its last complete checkpoint.
+//!
+//! ```text
+//! RUN_DIR/checkpoints/step-00001000/
+//!     model.safetensors      encoder_q.0.<torchvision names>, encoder_q.1.mlp.{0,2}.*,
+//!                            encoder_k.* (same), queue [dim, K], queue_ptr [1] (int64)
+//!     optimizer.safetensors  SGD momentum buffers, by parameter name (encoder_q.*)
+//!     state.json             next step, epoch, seed, config, versions, last losses
+//! ```
+//!
+//! Names follow the OpenSelfSup checkpoint (METHOD.md 9.4), so a converter only changes the
+//! container. [`export_backbone`] writes the query backbone under bare torchvision names.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::method::{MomentumContrast, StepLosses};
+use crate::optim::Sgd;
+
+const DIR: &str = "checkpoints";
+const PREFIX: &str = "step-";
+
+/// Versions recorded with a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// This crate.
+    pub regioncl: String,
+    /// tch.
+    pub tch: String,
+    /// The libtorch the trainer was built against.
+    pub libtorch: String,
+}
+
+impl Versions {
+    /// The versions of this build.
+    pub fn current() -> Self {
+        Self {
+            regioncl: env!("CARGO_PKG_VERSION").to_string(),
+            tch: "0.24.0".to_string(),
+            libtorch: env!("REGIONCL_LIBTORCH_VERSION").to_string(),
+        }
+    }
+}
+
+/// The JSON part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The next global step to run (steps `0..step` are done).
+    pub step: u64,
+    /// The epoch of that next step.
+    pub epoch: u64,
+    /// The run's seed (every random draw is keyed by it and the step: no other RNG state).
+    pub seed: u64,
+    /// Losses of the last completed step.
+    pub last: Option<[f64; 3]>,
+    /// The resolved config.
+    pub config: Config,
+    /// Build versions.
+    pub versions: Versions,
+}
+
+impl TrainState {
+    /// The state after `step` steps, with the last step's losses.
+    pub fn new(config: &Config, step: u64, steps_per_epoch: u64, last: Option<StepLosses>) -> Self {
+        Self {
+            step,
+            epoch: step / steps_per_epoch.max(1),
+            seed: config.seed,
+            last: last.map(|l| [l.loss, l.loss_inst, l.loss_region]),
+            config: config.clone(),
+            versions: Versions::current(),
+        }
+    }
+}
+
+fn fsync(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, "fsync", e))
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    Tensor::write_safetensors(tensors, path)?;
+    fsync(path)
+}
+
+fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let v = Tensor::read_safetensors(path)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok(v.into_iter().collect())
+}
+
+/// Saves a checkpoint of `state.step` and keeps only the newest `keep`.
+///
+/// # Errors
+/// I/O failures (the previous checkpoints stay intact).
+pub fn save(
+    run_dir: &Path,
+    model: &MomentumContrast,
+    sgd: &Sgd,
+    state: &TrainState,
+    keep: u64,
+) -> Result<PathBuf> {
+    let dir = run_dir.join(DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+    let name = format!("{PREFIX}{:08}", state.step);
+    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+
+    let mut tensors = model.encoder_q.store().export("encoder_q.");
+    tensors.extend(model.encoder_k.store().export("encoder_k."));
+    tensors.extend(model.queue.export());
+    write_tensors(&tmp.join("model.safetensors"), &tensors)?;
+    write_tensors(&tmp.join("optimizer.safetensors"), &sgd.export())?;
+    let json_path = tmp.join("state.json");
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| Error::Json { path: json_path.clone(), source: e })?;
+    std::fs::write(&json_path, json).map_err(|e| Error::io(&json_path, "write", e))?;
+    fsync(&json_path)?;
+    fsync(&tmp)?;
+
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, "remove", e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, "rename", e))?;
+    fsync(&dir)?;
+    prune(&dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Complete checkpoints under `run_dir`, oldest first.
+///
+/// # Errors
+/// The directory cannot be listed.
+pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = run_dir.join(DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "read_dir", e))? {
+        let path = entry.map_err(|e| Error::io(&dir, "read_dir", e))?.path();
+        let step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(step) = step
+            && path.join("state.json").is_file()
+        {
+            out.push((step, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest complete checkpoint, if any.
+///
+/// # Errors
+/// As [`list`].
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list(run_dir)?.pop().map(|(_, p)| p))
+}
+
+fn prune(dir: &Path, keep: u64) -> Result<()> {
+    let run_dir = dir.parent().expect("checkpoints dir has a parent");
+    let all = list(run_dir)?;
+    let excess = all.len().saturating_sub(keep as usize);
+    for (_, path) in &all[..excess] {
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, "remove", e))?;
+    }
+    // Leftovers of interrupted saves.
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, "read_dir", e))?.flatten() {
+        let p = entry.path();
+        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-"))
+            && !p.to_string_lossy().ends_with(&format!("-{}", std::process::id()))
+        {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the state of a checkpoint directory.
+///
+/// # Errors
+/// A missing or malformed `state.json`.
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let path = dir.join("state.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path, source: e })
+}
+
+/// Restores model, queue and optimizer from a checkpoint directory; returns its state.
+///
+/// # Errors
+/// Missing files or tensors, or tensors that do not fit the configured model.
+pub fn load(dir: &Path, model: &mut MomentumContrast, sgd: &Sgd) -> Result<TrainState> {
+    let state = read_state(dir)?;
+    let wrap = |e: Error| Error::Checkpoint { path: dir.to_path_buf(), message: e.to_string() };
+    let tensors = read_tensors(&dir.join("model.safetensors"))?;
+    model.encoder_q.store().load(&tensors, "encoder_q.").map_err(wrap)?;
+    model.encoder_k.store().load(&tensors, "encoder_k.").map_err(wrap)?;
+    let (queue, ptr) = match (tensors.get("queue"), tensors.get("queue_ptr")) {
+        (Some(q), Some(p)) => (q, p),
+        _ => return Err(wrap(Error::Input("queue or queue_ptr missing".into()))),
+    };
+    model.queue.load(queue, ptr).map_err(wrap)?;
+    sgd.load(&read_tensors(&dir.join("optimizer.safetensors"))?).map_err(wrap)?;
+    Ok(state)
+}
+
+/// Writes the query backbone under bare torchvision names (`conv1.weight`, `layer1.0.bn1.running_mean`,
+/// ...): `torchvision.models.resnet50().load_state_dict(sd, strict=False)` then misses only
+/// `fc.weight` and `fc.bias`.
+///
+/// # Errors
+/// I/O failures.
+pub fn export_backbone(model: &MomentumContrast, path: &Path) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = model
+        .encoder_q
+        .store()
+        .export("")
+        .into_iter()
+        .filter_map(|(n, t)| n.strip_prefix("0.").map(|s| (s.to_string(), t)))
+        .collect();
+    write_tensors(path, &tensors)
+}

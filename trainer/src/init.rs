@@ -1,0 +1,80 @@
+//! Weight initialisation (METHOD.md 2.1). Two schemes, recorded per method in the config:
+//!
+//! - [`InitScheme::OpenSelfSup`] (official RegionCL-M): convs Kaiming-normal, mode fan_in, ReLU gain
+//!   (std = sqrt(2 / fan_in)); Linear layers Kaiming-normal fan_in with zero bias; BN weight 1, bias 0.
+//! - [`InitScheme::Torchvision`] (official MoCo v2): convs Kaiming-normal, mode fan_out, ReLU gain;
+//!   Linear layers keep PyTorch's default (Kaiming-uniform a = sqrt(5): weight and bias uniform in
+//!   +-1/sqrt(fan_in)); BN weight 1, bias 0.
+//!
+//! `zero_init_residual` is off in both. All draws come from libtorch's default generator, which the
+//! trainer seeds (`tch::manual_seed(seed)`) before building the model.
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Which initialisation the networks use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum InitScheme {
+    /// Official RegionCL (OpenSelfSup): fan_in convs, Kaiming-normal Linear, zero bias.
+    #[serde(rename = "openselfsup")]
+    OpenSelfSup,
+    /// torchvision / official MoCo: fan_out convs, PyTorch-default Linear.
+    Torchvision,
+}
+
+fn fan_in(shape: &[i64]) -> f64 {
+    (shape[1..].iter().product::<i64>()) as f64
+}
+
+fn fan_out(shape: &[i64]) -> f64 {
+    (shape[0] * shape[2..].iter().product::<i64>()) as f64
+}
+
+/// A conv weight `[out, in, kh, kw]`.
+pub(crate) fn conv_weight(scheme: InitScheme, shape: &[i64]) -> Tensor {
+    let fan = match scheme {
+        InitScheme::OpenSelfSup => fan_in(shape),
+        InitScheme::Torchvision => fan_out(shape),
+    };
+    let std = (2.0 / fan).sqrt();
+    crate::params::empty(shape).normal_(0.0, std)
+}
+
+/// A Linear weight `[out, in]` and bias `[out]`.
+pub(crate) fn linear(scheme: InitScheme, out_dim: i64, in_dim: i64) -> (Tensor, Tensor) {
+    let shape = [out_dim, in_dim];
+    match scheme {
+        InitScheme::OpenSelfSup => {
+            let std = (2.0 / in_dim as f64).sqrt();
+            let w = crate::params::empty(&shape).normal_(0.0, std);
+            (w, crate::params::empty(&[out_dim]).zero_())
+        }
+        InitScheme::Torchvision => {
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            let w = crate::params::empty(&shape).uniform_(-bound, bound);
+            let b = crate::params::empty(&[out_dim]).uniform_(-bound, bound);
+            (w, b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_std_follows_the_fan() {
+        tch::manual_seed(0);
+        let shape = [256, 64, 3, 3];
+        let w = conv_weight(InitScheme::OpenSelfSup, &shape);
+        let std = w.std(true).double_value(&[]);
+        assert!((std - (2.0f64 / 576.0).sqrt()).abs() < 2e-3, "{std}");
+        let w = conv_weight(InitScheme::Torchvision, &shape);
+        let std = w.std(true).double_value(&[]);
+        assert!((std - (2.0f64 / 2304.0).sqrt()).abs() < 1e-3, "{std}");
+        let (_, b) = linear(InitScheme::OpenSelfSup, 8, 16);
+        assert_eq!(b.abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
+    }
+}

@@ -1,0 +1,331 @@
+//! Region swapping (METHOD.md 3; paper Section 3.1): the box, the pairing, the composite of the
+//! query view, and mask pooling on the feature map.
+//!
+//! A swap box has two faces: the **pixel box** copied between images and the **feature box** (grid
+//! cells of the backbone's stride-R map) pooled as the paste region. With the
+//! [`SwapSampler::Aligned`] sampler they coincide (`pixel = R * cells`); with the
+//! [`SwapSampler::Official`] sampler (the released code, with its off-by-one clamp) the pixel box can
+//! start 31 px after the feature box. Both are carried, so any plan (the loader's, or the samplers
+//! here) is representable.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::rng::KeyedRng;
+
+/// A box in feature-grid cells: columns `[x0, x0 + w)`, rows `[y0, y0 + h)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CellBox {
+    /// First column.
+    pub x0: i64,
+    /// First row.
+    pub y0: i64,
+    /// Width in cells.
+    pub w: i64,
+    /// Height in cells.
+    pub h: i64,
+}
+
+/// A box in pixels: columns `[x, x + w)`, rows `[y, y + h)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PixelBox {
+    /// Left column.
+    pub x: i64,
+    /// Top row.
+    pub y: i64,
+    /// Width.
+    pub w: i64,
+    /// Height.
+    pub h: i64,
+}
+
+/// One swap box for the whole batch: what is pasted and what is pooled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SwapBox {
+    /// Pixels copied from the partner image.
+    pub pixel: PixelBox,
+    /// Feature cells pooled as the paste region.
+    pub cells: CellBox,
+}
+
+impl SwapBox {
+    /// An aligned box: `pixel = stride * cells`.
+    pub fn aligned(cells: CellBox, stride: i64) -> Self {
+        let pixel = PixelBox {
+            x: cells.x0 * stride,
+            y: cells.y0 * stride,
+            w: cells.w * stride,
+            h: cells.h * stride,
+        };
+        Self { pixel, cells }
+    }
+
+    /// Checks the box against an `height x width` view and a `grid_h x grid_w` feature map.
+    ///
+    /// # Errors
+    /// A pixel box outside the image, a feature box outside the grid, or a feature box covering the
+    /// whole grid (an empty canvas).
+    pub fn validate(&self, height: i64, width: i64, grid_h: i64, grid_w: i64) -> Result<()> {
+        let p = self.pixel;
+        let c = self.cells;
+        let inside = |o: i64, s: i64, n: i64| o >= 0 && s >= 0 && o + s <= n;
+        if !(inside(p.x, p.w, width) && inside(p.y, p.h, height)) {
+            return Err(Error::Input(format!("pixel box {p:?} outside the {width}x{height} view")));
+        }
+        if !(inside(c.x0, c.w, grid_w) && inside(c.y0, c.h, grid_h)) || c.w == 0 || c.h == 0 {
+            return Err(Error::Input(format!(
+                "feature box {c:?} outside the {grid_w}x{grid_h} grid"
+            )));
+        }
+        if c.w * c.h >= grid_w * grid_h {
+            return Err(Error::Input(format!("feature box {c:?} leaves no canvas")));
+        }
+        Ok(())
+    }
+}
+
+/// How the box origin is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SwapSampler {
+    /// The released code (METHOD.md 3.4): `v ~ U{0..W-1}`, `g = round_half_even(v / R)`,
+    /// `s = min(R g, W - 1 - R k)`, cells from `floor(s / R)`. Produced the published numbers.
+    #[default]
+    Official,
+    /// The paper's intent (METHOD.md 3.5): `x0 ~ U{0..G-k}`, pixel box `= R * cells`.
+    Aligned,
+}
+
+fn round_half_even_div(v: i64, r: i64) -> i64 {
+    let (q, rem) = (v / r, v % r);
+    match (2 * rem).cmp(&r) {
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+        std::cmp::Ordering::Less => q,
+    }
+}
+
+impl SwapSampler {
+    /// One axis: `(pixel start, cell start)` for a box of `k` cells on an axis of `size` pixels.
+    pub fn origin(self, rng: &mut KeyedRng, size: i64, stride: i64, k: i64) -> (i64, i64) {
+        match self {
+            SwapSampler::Official => {
+                let v = rng.below(size as u64) as i64;
+                let g = round_half_even_div(v, stride);
+                let s = (stride * g).min(size - 1 - stride * k);
+                (s, s / stride)
+            }
+            SwapSampler::Aligned => {
+                let grid = size / stride;
+                let x0 = rng.below((grid - k + 1) as u64) as i64;
+                (x0 * stride, x0)
+            }
+        }
+    }
+
+    /// Draws a box: width and height independently from `{c_lower..=c_upper}` cells, then the
+    /// origin per axis (width first).
+    pub fn sample(
+        self,
+        rng: &mut KeyedRng,
+        height: i64,
+        width: i64,
+        stride: i64,
+        c_lower: i64,
+        c_upper: i64,
+    ) -> SwapBox {
+        let span = (c_upper - c_lower + 1) as u64;
+        let w = c_lower + rng.below(span) as i64;
+        let h = c_lower + rng.below(span) as i64;
+        let (x, x0) = self.origin(rng, width, stride, w);
+        let (y, y0) = self.origin(rng, height, stride, h);
+        SwapBox {
+            pixel: PixelBox { x, y, w: w * stride, h: h * stride },
+            cells: CellBox { x0, y0, w, h },
+        }
+    }
+}
+
+/// The pairing `pi`: composite `i` is the canvas of image `i` with the paste from image `pi(i)`.
+/// An involution without fixed points.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pairing(Vec<i64>);
+
+impl Pairing {
+    /// The batch reversed inside each of `groups` contiguous chunks (the official `B-1-i` per GPU;
+    /// with split BN, partners then share a BN group).
+    ///
+    /// # Errors
+    /// If `b` is not divisible by `groups` or a chunk has odd size (a sample would pair with itself).
+    pub fn reversed_within(b: i64, groups: i64) -> Result<Self> {
+        if groups < 1 || b % groups != 0 || (b / groups) % 2 != 0 {
+            return Err(Error::Input(format!(
+                "pairing: batch {b} must split into {groups} chunks of even size"
+            )));
+        }
+        let m = b / groups;
+        Ok(Self((0..b).map(|i| (i / m) * m + (m - 1 - i % m)).collect()))
+    }
+
+    /// Checks and wraps an explicit pairing.
+    ///
+    /// # Errors
+    /// If it is not an involution without fixed points over `0..len`.
+    pub fn new(pi: Vec<i64>) -> Result<Self> {
+        let n = pi.len() as i64;
+        for (i, &j) in pi.iter().enumerate() {
+            if j < 0 || j >= n || j == i as i64 || pi[j as usize] != i as i64 {
+                return Err(Error::Input(format!(
+                    "pairing: {pi:?} is not a fixed-point-free involution"
+                )));
+            }
+        }
+        Ok(Self(pi))
+    }
+
+    /// `pi(i)` for every `i`.
+    pub fn indices(&self) -> &[i64] {
+        &self.0
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The indices as an int64 tensor on `device`.
+    pub fn tensor(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.0).to_device(device)
+    }
+}
+
+/// The composite of the query view (METHOD.md 3.6): image `i` with the pixel box replaced by the
+/// same window of image `pi(i)`. Keeps the input's memory format.
+///
+/// # Shapes
+/// `im_q: [B, 3, H, W]`, `pi: [B]` int64 -> `[B, 3, H, W]`.
+pub fn composite(im_q: &Tensor, pi: &Tensor, b: &PixelBox) -> Tensor {
+    let comp = im_q.copy();
+    if b.w == 0 || b.h == 0 {
+        return comp;
+    }
+    let window = |t: &Tensor| t.narrow(2, b.y, b.h).narrow(3, b.x, b.w);
+    let paste = window(im_q).index_select(0, pi); // [B, 3, h, w]
+    window(&comp).copy_(&paste);
+    comp
+}
+
+/// Mask pooling (METHOD.md 3.7): the mean over the feature box (`b`, paste) and over the rest of
+/// the grid (`a`, canvas), in fp32.
+///
+/// # Shapes
+/// `f: [B, D, Gh, Gw]` -> `(a, b)`, each `[B, D]` float.
+pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
+    let (_, _, gh, gw) = f.size4().expect("feature map is 4-d");
+    let dims = [2i64, 3].as_slice();
+    let b = f.narrow(2, c.y0, c.h).narrow(3, c.x0, c.w).mean_dim(dims, false, Kind::Float); // [B, D]
+    let gap = f.mean_dim(dims, false, Kind::Float); // [B, D]
+    let (n, hw) = ((gh * gw) as f64, (c.h * c.w) as f64);
+    let a = (gap * n - &b * hw) / (n - hw); // [B, D]
+    (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// METHOD.md 11.3 #4.
+    #[test]
+    fn composite_pastes_partner_window_only() {
+        tch::manual_seed(0);
+        let b = 6;
+        let x = Tensor::randn([b, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let pairing = Pairing::reversed_within(b, 1).unwrap();
+        assert!(pairing.indices().iter().enumerate().all(|(i, &j)| j != i as i64));
+        let pb = PixelBox { x: 3, y: 5, w: 8, h: 4 };
+        let comp = composite(&x, &pairing.tensor(Device::Cpu), &pb);
+        let inside = Tensor::zeros([16, 16], (Kind::Bool, Device::Cpu));
+        let _ = inside.narrow(0, 5, 4).narrow(1, 3, 8).fill_(1);
+        for i in 0..b {
+            let j = pairing.indices()[i as usize];
+            let expect = x.get(i).where_self(&inside.logical_not(), &x.get(j));
+            assert!(comp.get(i).equal(&expect), "composite {i}");
+        }
+        let same =
+            composite(&x, &pairing.tensor(Device::Cpu), &PixelBox { x: 2, y: 2, w: 0, h: 4 });
+        assert!(same.equal(&x));
+        // Channels_last input stays channels_last.
+        let x_cl = crate::shim::to_channels_last(&x).unwrap();
+        let comp_cl = composite(&x_cl, &pairing.tensor(Device::Cpu), &pb);
+        assert!(crate::shim::is_channels_last(&comp_cl));
+        assert!(comp_cl.equal(&comp));
+    }
+
+    #[test]
+    fn pairing_within_groups() {
+        let p = Pairing::reversed_within(8, 2).unwrap();
+        assert_eq!(p.indices(), [3, 2, 1, 0, 7, 6, 5, 4]);
+        assert!(Pairing::reversed_within(6, 2).is_err());
+        assert!(Pairing::new(vec![1, 0, 2]).is_err());
+        assert!(Pairing::new(vec![1, 0, 3, 2]).is_ok());
+    }
+
+    /// METHOD.md 11.3 #5.
+    #[test]
+    fn mask_pooling_identity() {
+        tch::manual_seed(1);
+        let f = Tensor::randn([3, 5, 7, 7], (Kind::Float, Device::Cpu));
+        let c = CellBox { x0: 2, y0: 1, w: 3, h: 4 };
+        let (a, b) = mask_pool(&f, &c);
+        let gap = f.mean_dim([2, 3].as_slice(), false, Kind::Float);
+        let lhs = &a * (49.0 - 12.0) + &b * 12.0;
+        assert!(lhs.allclose(&(gap * 49.0), 1e-4, 1e-5, false));
+        let mut sum = Tensor::zeros([3, 5], (Kind::Float, Device::Cpu));
+        for y in 1..5 {
+            for x in 2..5 {
+                sum += f.narrow(2, y, 1).narrow(3, x, 1).squeeze_dim(3).squeeze_dim(2);
+            }
+        }
+        assert!(b.allclose(&(sum / 12.0), 1e-5, 1e-6, false));
+    }
+
+    /// METHOD.md 11.3 #12: per-axis (pixel start, cell start) frequencies of the official sampler.
+    #[test]
+    fn official_sampler_distribution() {
+        let mut rng = KeyedRng::new(&[12]);
+        let draws = 224_000;
+        let mut count = |k: i64, want: (i64, i64)| {
+            (0..draws)
+                .filter(|_| SwapSampler::Official.origin(&mut rng, 224, 32, k) == want)
+                .count() as f64
+                / draws as f64
+        };
+        assert!((count(3, (127, 3)) - 112.0 / 224.0).abs() < 0.006);
+        assert!((count(4, (95, 2)) - 143.0 / 224.0).abs() < 0.006);
+        assert!((count(5, (63, 1)) - 176.0 / 224.0).abs() < 0.006);
+        assert!((count(5, (0, 0)) - 17.0 / 224.0).abs() < 0.004);
+        // Exhaustive: every v gives x0 + k <= 6 and pixels within [0, 223).
+        for k in 3..=5 {
+            for v in 0..224 {
+                let g = round_half_even_div(v, 32);
+                let s = (32 * g).min(223 - 32 * k);
+                assert!(s / 32 + k <= 6 && s + 32 * k <= 223);
+            }
+        }
+        let mut rng = KeyedRng::new(&[13]);
+        for _ in 0..1000 {
+            let b = SwapSampler::Aligned.sample(&mut rng, 224, 224, 32, 3, 5);
+            assert_eq!(b, SwapBox::aligned(b.cells, 32));
+            b.validate(224, 224, 7, 7).unwrap();
+            let o = SwapSampler::Official.sample(&mut rng, 224, 224, 32, 3, 5);
+            o.validate(224, 224, 7, 7).unwrap();
+        }
+    }
+}
