@@ -19,11 +19,17 @@ struct Cli {
 enum Command {
     /// Print the build's libtorch and CUDA status.
     Env,
+    /// Convert an ImageFolder tree or a list file to a dataset of shards.
+    Convert(cmd::convert::ConvertArgs),
+    /// Show what a dataset holds; verify it; extract a record.
+    Inspect(cmd::inspect::InspectArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Env => cmd::env::run(),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
     }
 }
 

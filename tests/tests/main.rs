@@ -1,0 +1,6 @@
+//! Cross-crate and command-line tests on real photos (`make data` fetches them), one module per
+//! area.
+
+mod cli;
+mod convert;
+mod inspect;

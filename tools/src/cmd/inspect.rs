@@ -1,0 +1,294 @@
+//! `regioncl inspect`: what a dataset holds; `--verify` checks every byte of it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use regioncl_augment::{DecodeOptions, RgbImage, decode_jpeg};
+use regioncl_loader::Dataset;
+use serde::Serialize;
+
+/// Prints a dataset's counts, classes, shards and size statistics; verifies or extracts records.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The dataset directory (manifest.json + shard files).
+    dataset: PathBuf,
+    /// Check every shard's and record's crc32c and decode every record (strict); name each
+    /// problem and exit non-zero if there is any.
+    #[arg(long)]
+    verify: bool,
+    /// Threads for --verify (default: every core).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+    /// Write the bytes of record I (global index) to --out.
+    #[arg(long, value_name = "I", requires = "out")]
+    extract: Option<usize>,
+    /// Where --extract writes.
+    #[arg(long, value_name = "FILE", requires = "extract")]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    dataset: String,
+    format_version: u32,
+    num_records: usize,
+    num_classes: usize,
+    num_shards: usize,
+    num_bytes: u64,
+    classes: Vec<ClassCount>,
+    shards: Vec<ShardSummary>,
+    record_bytes: Stats,
+    width: Stats,
+    height: Stats,
+    converter: regioncl_loader::ConvertSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<Verify>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClassCount {
+    label: usize,
+    name: String,
+    count: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardSummary {
+    file: String,
+    num_records: u64,
+    num_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Stats {
+    min: u64,
+    mean: f64,
+    max: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Verify {
+    records_checked: usize,
+    problems: Vec<String>,
+}
+
+impl Stats {
+    fn of(values: impl Iterator<Item = u64>) -> Stats {
+        let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0, 0u128, 0u64);
+        for v in values {
+            min = min.min(v);
+            max = max.max(v);
+            sum += u128::from(v);
+            n += 1;
+        }
+        if n == 0 {
+            return Stats::default();
+        }
+        Stats { min, mean: sum as f64 / n as f64, max }
+    }
+}
+
+/// Runs `inspect`.
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let ds = Dataset::open(&args.dataset)
+        .with_context(|| format!("open dataset {}", args.dataset.display()))?;
+    if let (Some(index), Some(out)) = (args.extract, &args.out) {
+        let record = ds.verify_record(index).with_context(|| format!("extract record {index}"))?;
+        std::fs::write(out, record.bytes).with_context(|| format!("write {}", out.display()))?;
+        eprintln!(
+            "record {index}: {} bytes, {}x{}, label {} ({}) -> {}",
+            record.bytes.len(),
+            record.width,
+            record.height,
+            record.label,
+            ds.class_names().get(record.label as usize).map_or("?", |s| s.as_str()),
+            out.display()
+        );
+        return Ok(());
+    }
+    let mut summary = summarize(&ds, &args.dataset)?;
+    if args.verify {
+        summary.verify = Some(verify(&ds, args.threads, args.json));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary).context("serialize summary")?);
+    } else {
+        print_text(&summary);
+    }
+    if let Some(v) = &summary.verify {
+        if !v.problems.is_empty() {
+            bail!("verify: {} problem(s) in {}", v.problems.len(), args.dataset.display());
+        }
+    }
+    Ok(())
+}
+
+fn summarize(ds: &Dataset, dir: &std::path::Path) -> anyhow::Result<Summary> {
+    let m = ds.manifest();
+    let mut counts = vec![0u64; ds.num_classes()];
+    let mut records = Vec::with_capacity(ds.len());
+    for i in 0..ds.len() {
+        let r = ds.record(i)?;
+        counts[r.label as usize] += 1;
+        records.push((r.bytes.len() as u64, u64::from(r.width), u64::from(r.height)));
+    }
+    Ok(Summary {
+        dataset: dir.display().to_string(),
+        format_version: m.format_version,
+        num_records: ds.len(),
+        num_classes: ds.num_classes(),
+        num_shards: m.shards.len(),
+        num_bytes: m.num_bytes,
+        classes: ds
+            .class_names()
+            .iter()
+            .zip(counts)
+            .enumerate()
+            .map(|(label, (name, count))| ClassCount { label, name: name.clone(), count })
+            .collect(),
+        shards: m
+            .shards
+            .iter()
+            .map(|s| ShardSummary {
+                file: s.file.clone(),
+                num_records: s.num_records,
+                num_bytes: s.num_bytes,
+            })
+            .collect(),
+        record_bytes: Stats::of(records.iter().map(|r| r.0)),
+        width: Stats::of(records.iter().map(|r| r.1)),
+        height: Stats::of(records.iter().map(|r| r.2)),
+        converter: m.converter.clone(),
+        verify: None,
+    })
+}
+
+/// Checks every shard file against the manifest's crc32c, every record against its index crc32c,
+/// and decodes every record (strict, full size). Returns the problems in record order.
+fn verify(ds: &Dataset, threads: usize, quiet: bool) -> Verify {
+    let mut problems = Vec::new();
+    for k in 0..ds.shards().len() {
+        if let Err(e) = ds.verify_shard(k) {
+            problems.push((None, format!("{e}")));
+        }
+    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(ds.len() as u64) };
+    if let Ok(style) =
+        ProgressStyle::with_template("verify [{wide_bar}] {pos}/{len} {per_sec} ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let next = AtomicUsize::new(0);
+    let found: Vec<(Option<usize>, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut local = Vec::new();
+                    let mut image = RgbImage::new();
+                    let strict = DecodeOptions { strict: true, ..Default::default() };
+                    loop {
+                        let start = next.fetch_add(256, Ordering::Relaxed);
+                        if start >= ds.len() {
+                            break;
+                        }
+                        let end = (start + 256).min(ds.len());
+                        for i in start..end {
+                            if let Some(problem) = check_record(ds, i, &strict, &mut image) {
+                                local.push((Some(i), problem));
+                            }
+                        }
+                        bar.inc((end - start) as u64);
+                    }
+                    local
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    bar.finish_and_clear();
+    problems.extend(found);
+    problems.sort_by_key(|p| p.0);
+    Verify { records_checked: ds.len(), problems: problems.into_iter().map(|p| p.1).collect() }
+}
+
+fn check_record(
+    ds: &Dataset,
+    i: usize,
+    strict: &DecodeOptions,
+    image: &mut RgbImage,
+) -> Option<String> {
+    let record = match ds.verify_record(i) {
+        Ok(r) => r,
+        Err(e) => return Some(format!("{e} (dataset index {i})")),
+    };
+    let (shard, local) = ds.locate(i).ok()?;
+    let s = &ds.shards()[shard];
+    let offset = s.record_offset(local).unwrap_or(0);
+    let at =
+        format!("{}: record {local} at offset {offset} (dataset index {i})", s.path().display());
+    if let Err(e) = decode_jpeg(record.bytes, strict, image) {
+        return Some(format!("{at}: does not decode: {e}"));
+    }
+    if (image.width(), image.height()) != (record.width, record.height) {
+        return Some(format!(
+            "{at}: decodes to {}x{}, the index says {}x{}",
+            image.width(),
+            image.height(),
+            record.width,
+            record.height
+        ));
+    }
+    None
+}
+
+fn print_text(s: &Summary) {
+    println!("dataset   {} (format version {})", s.dataset, s.format_version);
+    println!("records   {}", s.num_records);
+    println!("bytes     {} ({:.1} MiB)", s.num_bytes, s.num_bytes as f64 / (1 << 20) as f64);
+    let stat = |st: &Stats| format!("min {} / mean {:.1} / max {}", st.min, st.mean, st.max);
+    println!("record    bytes  {}", stat(&s.record_bytes));
+    println!("          width  {}", stat(&s.width));
+    println!("          height {}", stat(&s.height));
+    println!("classes   {}", s.num_classes);
+    for c in &s.classes {
+        println!("  {:>5}  {:<24} {:>9}", c.label, c.name, c.count);
+    }
+    println!("shards    {}", s.num_shards);
+    for sh in &s.shards {
+        println!(
+            "          {}  {:>9} records  {:>12} bytes",
+            sh.file, sh.num_records, sh.num_bytes
+        );
+    }
+    let c = &s.converter;
+    println!(
+        "converter {}; seed {}, quality {}, max side {}, shard size {}",
+        c.tool,
+        c.seed,
+        c.quality,
+        c.max_side.map_or("-".into(), |m| m.to_string()),
+        c.shard_size
+    );
+    if let Some(v) = &s.verify {
+        if v.problems.is_empty() {
+            println!(
+                "verify    ok: {} records, every crc32c matches, every record decodes",
+                v.records_checked
+            );
+        } else {
+            println!("verify    {} problem(s) in {} records:", v.problems.len(), v.records_checked);
+            for p in &v.problems {
+                println!("  {p}");
+            }
+        }
+    }
+}
