@@ -184,7 +184,8 @@ int rcl_jpeg_decode(const uint8_t *buf, size_t len, int scale_denom, int strict,
   }
   uint32_t skip_left = x0 - xoff;
   int in_comp = cmyk ? 4 : 3;
-  int direct = !cmyk && !cropped;
+  /* libjpeg writes straight into `out` when its (iMCU-aligned) crop is exactly the region. */
+  int direct = !cmyk && skip_left == 0 && cw == width;
   if (!direct) {
     scratch = (uint8_t *)malloc((size_t)cinfo.output_width * in_comp);
     if (!scratch) {

@@ -112,8 +112,10 @@ pub fn gaussian_blur(
     for plane in chw.chunks_exact_mut(w * h) {
         // Rows: pad each row by reflection, convolve into the intermediate plane.
         for (src, dst) in plane.chunks_exact(w).zip(scratch.plane.chunks_exact_mut(w)) {
-            for (j, p) in scratch.row.iter_mut().enumerate() {
-                *p = src[reflect(j as isize - pad as isize, w)];
+            scratch.row[pad..pad + w].copy_from_slice(src);
+            for j in 0..pad {
+                scratch.row[pad - 1 - j] = src[reflect(-1 - j as isize, w)];
+                scratch.row[pad + w + j] = src[reflect((w + j) as isize, w)];
             }
             convolve_row(dst, &scratch.row, kernel);
         }

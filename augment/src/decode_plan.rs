@@ -15,6 +15,11 @@ use crate::jpeg::{DecodeOptions, Scale};
 /// (seen: 12 on a 4:2:2 file at 1/4 scale); one pixel of margin keeps that outside every crop.
 const REGION_MARGIN: u32 = 1;
 
+/// Alignment of the region's left edge in original pixels: the iMCU width of 4:2:0 and 4:2:2 files
+/// (and a multiple of 4:4:4's). libjpeg crops columns at iMCU boundaries; a region that starts on
+/// one is decoded straight into the output buffer, without a copy per row.
+const REGION_ALIGN: u32 = 16;
+
 /// The geometry of one view: its crop in pixels of the original image and its output size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ViewGeometry {
@@ -73,8 +78,9 @@ impl DecodePlan {
 
     /// Recomputes the plan: the largest DCT scale `1/d` such that every crop, divided by `d`, is
     /// at least its output size on both axes; the region = union of the crops mapped to the scaled
-    /// image (integer, one pixel of margin, clamped to the image); per view, the crop box relative
-    /// to that region.
+    /// image (integer, one pixel of margin, left edge aligned to 16 original pixels, clamped to the
+    /// image; full width when cropping columns would save less than a quarter of it); per view,
+    /// the crop box relative to that region.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when there is no view, a crop is empty or outside the image, or an
@@ -115,10 +121,19 @@ impl DecodePlan {
             let union = views[1..].iter().fold(views[0].crop, |u, v| u.union(&v.crop));
             // Pixel i of the scaled image covers original pixels [i * d, (i + 1) * d).
             let denom = scale.denom();
-            let x0 = (union.x / denom).saturating_sub(REGION_MARGIN);
+            // Columns start on an iMCU boundary (16 pixels for 4:2:0 and 4:2:2 files, 8 for
+            // 4:4:4, divided by the DCT scale), so libjpeg decodes the region in place.
+            let align = (REGION_ALIGN / denom).max(1);
+            let mut x0 = (union.x / denom).saturating_sub(REGION_MARGIN) / align * align;
             let y0 = (union.y / denom).saturating_sub(REGION_MARGIN);
-            let x1 = (union.right().div_ceil(denom) + REGION_MARGIN).min(sw);
+            let mut x1 = (union.right().div_ceil(denom) + REGION_MARGIN).min(sw);
             let y1 = (union.bottom().div_ceil(denom) + REGION_MARGIN).min(sh);
+            if u64::from(x1 - x0) * 4 > u64::from(sw) * 3 {
+                // Cropping columns costs a row copy and saves only the IDCT and colour conversion
+                // of the columns left out (entropy decoding covers whole rows anyway): not worth
+                // it for under a quarter of the width. Rows outside the region are always skipped.
+                (x0, x1) = (0, sw);
+            }
             Rect::new(x0, y0, x1 - x0, y1 - y0)
         } else {
             Rect::full(sw, sh)
@@ -188,8 +203,8 @@ mod tests {
         assert_eq!(p.boxes()[1], CropBox { x: 250.0, y: 250.0, w: 250.0, h: 250.0 });
         // An upscaled view forces a full decode; no scaling when switched off.
         let p = DecodePlan::for_views(300, 300, &[view(10, 20, 100, 100, 224)], &opts).unwrap();
-        assert_eq!((p.scale(), p.region()), (Scale::Full, Rect::new(9, 19, 102, 102)));
-        assert_eq!(p.boxes()[0], CropBox { x: 1.0, y: 1.0, w: 100.0, h: 100.0 });
+        assert_eq!((p.scale(), p.region()), (Scale::Full, Rect::new(0, 19, 111, 102)));
+        assert_eq!(p.boxes()[0], CropBox { x: 10.0, y: 1.0, w: 100.0, h: 100.0 });
         let off = DecodePlanOptions { dct_scaling: false, region: false };
         let p = DecodePlan::for_views(2000, 2000, &[view(0, 0, 1000, 900, 224)], &off).unwrap();
         assert_eq!((p.scale(), p.region()), (Scale::Full, Rect::new(0, 0, 2000, 2000)));

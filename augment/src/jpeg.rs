@@ -376,8 +376,12 @@ mod tests {
         let jpg = encode_jpeg(&gradient(w, h), w, h, 3, 90).unwrap();
         let mut full = RgbImage::new();
         decode_jpeg(&jpg, &DecodeOptions::default(), &mut full).unwrap();
-        for r in [Rect::new(0, 0, 10, 10), Rect::new(37, 21, 101, 77), Rect::new(190, 140, 13, 10)]
-        {
+        for r in [
+            Rect::new(0, 0, 10, 10),
+            Rect::new(37, 21, 101, 77),
+            Rect::new(190, 140, 13, 10),
+            Rect::new(32, 5, 64, 20),
+        ] {
             let mut part = RgbImage::new();
             let opts = DecodeOptions { region: Some(r), ..Default::default() };
             decode_jpeg(&jpg, &opts, &mut part).unwrap();

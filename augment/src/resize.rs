@@ -15,6 +15,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
 
 use crate::error::{Error, Result};
 use crate::geometry::{CropBox, RgbImage};
+use crate::simd::simd_kernel;
 
 /// A reusable resizer: keeps fast_image_resize's intermediate buffer between calls, so resizing
 /// views of similar size does not allocate (beyond fast_image_resize's small per-call coefficient
@@ -22,6 +23,8 @@ use crate::geometry::{CropBox, RgbImage};
 #[derive(Debug, Clone, Default)]
 pub struct Resizer {
     inner: fast_image_resize::Resizer,
+    /// The unflipped view, when flipping.
+    tmp: Vec<u8>,
 }
 
 impl Resizer {
@@ -68,25 +71,49 @@ impl Resizer {
         let options = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
             .crop(crop.x - f64::from(hull.x), crop.y - f64::from(hull.y), crop.w, crop.h);
-        let mut dst_img =
-            Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8x3).map_err(|e| fir_err(&e))?;
-        self.inner.resize(&view, &mut dst_img, &options).map_err(|e| fir_err(&e))?;
         if flip {
-            flip_rows(dst, dst_w as usize);
+            // Resize into the scratch buffer (one byte of slack for flip_copy), mirror into `dst`.
+            self.tmp.resize(expected + 1, 0);
+            let mut tmp_img =
+                Image::from_slice_u8(dst_w, dst_h, &mut self.tmp[..expected], PixelType::U8x3)
+                    .map_err(|e| fir_err(&e))?;
+            self.inner.resize(&view, &mut tmp_img, &options).map_err(|e| fir_err(&e))?;
+            flip_copy(&self.tmp, dst, dst_w as usize);
+        } else {
+            let mut dst_img = Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8x3)
+                .map_err(|e| fir_err(&e))?;
+            self.inner.resize(&view, &mut dst_img, &options).map_err(|e| fir_err(&e))?;
         }
         Ok(())
     }
 }
 
-/// Mirrors every row of a packed RGB image in place.
-pub(crate) fn flip_rows(pixels: &mut [u8], width: usize) {
-    for row in pixels.chunks_exact_mut(width * 3) {
-        let (mut i, mut j) = (0, width.saturating_sub(1));
-        while i < j {
-            let (left, right) = row.split_at_mut(j * 3);
-            left[i * 3..i * 3 + 3].swap_with_slice(&mut right[..3]);
-            i += 1;
-            j -= 1;
+/// Byte order that mirrors five RGB pixels held in 16 bytes (the 16th byte is filler).
+const MIRROR5: [usize; 16] = [12, 13, 14, 9, 10, 11, 6, 7, 8, 3, 4, 5, 0, 1, 2, 15];
+
+simd_kernel! {
+    /// Writes the rows of `src` (packed RGB, `width` pixels per row, plus at least one byte of
+    /// slack after the last row) into `dst` mirrored left-right: five pixels at a time through a
+    /// 16-byte shuffle (`pshufb` with SSSE3), whose 16th byte the next block overwrites.
+    fn flip_copy / flip_copy_portable(src: &[u8], dst: &mut [u8], width: usize) {
+        let row = width * 3;
+        assert!(src.len() > dst.len() && dst.len().is_multiple_of(row), "flip_copy: buffer sizes");
+        for (r, d) in dst.chunks_exact_mut(row).enumerate() {
+            // The source row and the byte after it (the next row's first byte, or the slack).
+            let s = &src[r * row..(r + 1) * row + 1];
+            let mut i = 0;
+            while i + 6 <= width {
+                // Destination pixels i..i+5 are source pixels width-1-i down to width-5-i.
+                let base = 3 * (width - 5 - i);
+                let block: &[u8; 16] = s[base..base + 16].try_into().unwrap();
+                let out: [u8; 16] = std::array::from_fn(|k| block[MIRROR5[k]]);
+                d[3 * i..3 * i + 16].copy_from_slice(&out);
+                i += 5;
+            }
+            for i in i..width {
+                let j = 3 * (width - 1 - i);
+                d[3 * i..3 * i + 3].copy_from_slice(&s[j..j + 3]);
+            }
         }
     }
 }
@@ -142,9 +169,28 @@ mod tests {
                 assert_eq!(a[p..p + 3], b[q..q + 3]);
             }
         }
-        let mut odd = vec![1, 2, 3, 4, 5, 6, 7, 8, 9];
-        flip_rows(&mut odd, 3);
-        assert_eq!(odd, [7, 8, 9, 4, 5, 6, 1, 2, 3]);
+        let src = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 0];
+        let mut dst = [0; 18];
+        flip_copy(&src, &mut dst, 3);
+        assert_eq!(dst, [7, 8, 9, 4, 5, 6, 1, 2, 3, 16, 17, 18, 13, 14, 15, 10, 11, 12]);
+        let mut one = [0; 3];
+        flip_copy(&[1, 2, 3, 0], &mut one, 1);
+        assert_eq!(one, [1, 2, 3]);
+        // Every width around the 5-pixel blocks, both builds, against the obvious loop.
+        for w in 1..40usize {
+            let src: Vec<u8> = (0..w * 3 * 2 + 1).map(|i| (i * 7 % 256) as u8).collect();
+            let mut want = vec![0; w * 3 * 2];
+            for (r, row) in want.chunks_exact_mut(w * 3).enumerate() {
+                for x in 0..w {
+                    let s = (r * w + w - 1 - x) * 3;
+                    row[x * 3..x * 3 + 3].copy_from_slice(&src[s..s + 3]);
+                }
+            }
+            let (mut a, mut b) = (vec![0; w * 6], vec![0; w * 6]);
+            flip_copy(&src, &mut a, w);
+            flip_copy_portable(&src, &mut b, w);
+            assert_eq!((&a, &b), (&want, &want), "width {w}");
+        }
     }
 
     #[test]
