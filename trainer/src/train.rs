@@ -185,3 +185,134 @@ fn write_config(run_dir: &Path, config: &Config) -> Result<()> {
     let path = run_dir.join("config.toml");
     std::fs::write(&path, config.to_toml()).map_err(|e| Error::io(&path, "write", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::StepInput;
+    use crate::source::PhotoSource;
+
+    /// `configs/tiny_cpu.toml` at width 8 on the real photos (`make data`).
+    fn tiny(sets: &[&str]) -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny_cpu.toml");
+        let mut all: Vec<String> = vec!["model.width=8".into(), "run.log_every=1".into()];
+        all.extend(sets.iter().map(|s| s.to_string()));
+        Config::load(&path, &all).unwrap()
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir()
+                .join(format!("regioncl-trainer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Self(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
+        let mut source = PhotoSource::new(config)?;
+        let opts = TrainOptions { run_dir: dir.to_path_buf(), resume };
+        train(config, &mut source, &opts, &mut |_| {})
+    }
+
+    /// The loss rises while the queue fills with real keys (towards ln(K+1) per term), then falls
+    /// as the encoder learns to tell images apart.
+    #[test]
+    fn loss_falls_on_real_photos() {
+        let dir = TempDir::new("falls");
+        let config = tiny(&["run.max_steps=60", "run.checkpoint_every=0"]);
+        let s = run(&config, &dir.0, false).unwrap();
+        let mean = |r: std::ops::Range<usize>| {
+            let n = r.len() as f64;
+            s.losses[r].iter().map(|(_, l)| l.loss).sum::<f64>() / n
+        };
+        let (full_queue, end) = (mean(8..20), mean(40..60));
+        eprintln!("mean loss: steps 8-19 {full_queue:.4}, steps 40-59 {end:.4}");
+        assert!(end < full_queue - 0.3, "loss did not fall: {full_queue} -> {end}");
+        let first = s.losses[0].1;
+        // METHOD.md 11.3 #3 for K = 256, d = 64: between ln(1 + K e^{sigma^2/2} e^{-1/tau}) (positive
+        // cosine 1) and ln(K + 1) (collapsed queue), sigma = (1/sqrt(64)) / 0.2.
+        let lo = (1.0 + 256.0 * (0.625f64 * 0.625 / 2.0).exp() * (-5f64).exp()).ln();
+        assert!(first.loss_inst > lo - 0.1 && first.loss_inst < (257f64).ln() + 0.2, "{first:?}");
+        let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap();
+        assert_eq!(records.len(), 60);
+        assert!(records.iter().all(|r| r.img_per_s > 0.0 && (0.0..=1.0).contains(&r.data_wait)));
+        assert!(dir.0.join("backbone.safetensors").is_file());
+    }
+
+    /// N steps, resume, N more steps = 2N uninterrupted, to the last bit.
+    #[test]
+    fn resume_is_exact() {
+        let (a, b) = (TempDir::new("resume-a"), TempDir::new("resume-b"));
+        let full = run(&tiny(&["run.max_steps=6", "run.checkpoint_every=3"]), &a.0, false).unwrap();
+        let first =
+            run(&tiny(&["run.max_steps=3", "run.checkpoint_every=3"]), &b.0, false).unwrap();
+        let second =
+            run(&tiny(&["run.max_steps=6", "run.checkpoint_every=3"]), &b.0, true).unwrap();
+        assert_eq!(second.start_step, 3);
+        assert!(second.resumed_from.is_some());
+        let joined: Vec<_> = first.losses.iter().chain(&second.losses).copied().collect();
+        assert_eq!(joined.len(), 6);
+        for ((sa, la), (sb, lb)) in full.losses.iter().zip(&joined) {
+            assert_eq!(sa, sb);
+            assert_eq!(la, lb, "step {sa}: {la:?} vs {lb:?}");
+        }
+        let steps: Vec<u64> = crate::metrics::read_metrics(&b.0.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|r| r.step)
+            .collect();
+        assert_eq!(steps, (0..6).collect::<Vec<_>>());
+        // A resume with a changed computation is refused, naming the key.
+        let err = run(&tiny(&["run.max_steps=7", "optim.base_lr=0.1"]), &b.0, true).unwrap_err();
+        assert!(err.to_string().contains("optim.base_lr"), "{err}");
+    }
+
+    /// A source that poisons one step's colour parameters with NaN.
+    struct Poisoned {
+        inner: PhotoSource,
+        at: u64,
+    }
+
+    impl BatchSource for Poisoned {
+        fn steps_per_epoch(&self) -> u64 {
+            self.inner.steps_per_epoch()
+        }
+        fn seek(&mut self, step: u64) -> Result<()> {
+            self.inner.seek(step)
+        }
+        fn next_batch(&mut self) -> Result<StepInput> {
+            let mut b = self.inner.next_batch()?;
+            if b.step == self.at {
+                let j = regioncl_augment::ColorJitter {
+                    brightness: f32::NAN,
+                    ..regioncl_augment::ColorJitter::IDENTITY
+                };
+                b.params[0][0].jitter = Some(j);
+            }
+            Ok(b)
+        }
+    }
+
+    #[test]
+    fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
+        let dir = TempDir::new("nan");
+        let config = tiny(&["run.max_steps=8", "run.checkpoint_every=2"]);
+        let mut source = Poisoned { inner: PhotoSource::new(&config).unwrap(), at: 5 };
+        let opts = TrainOptions { run_dir: dir.0.clone(), resume: false };
+        let err = train(&config, &mut source, &opts, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { step: 5, .. }), "{err}");
+        assert!(err.to_string().contains("non-finite loss at step 5"), "{err}");
+        let latest = checkpoint::latest(&dir.0).unwrap().unwrap();
+        assert!(latest.ends_with("step-00000004"), "{}", latest.display());
+        assert_eq!(checkpoint::read_state(&latest).unwrap().step, 4);
+    }
+}

@@ -313,6 +313,22 @@ mod tests {
         assert!(!t.allclose(&p, 1e-4, 1e-5, false));
     }
 
+    /// METHOD.md 11.3 #3: with K = 65536, d = 128 a fresh model's first losses lie in [6, 11.2].
+    #[test]
+    fn first_loss_with_paper_queue_in_range() {
+        let mut config = tiny_config();
+        config.moco.queue_size = 65536;
+        config.model.proj_dim = 128;
+        let mut m = MomentumContrast::new(&config, Runtime::cpu()).unwrap();
+        let mut sgd = m.optimizer(&config);
+        let mut src = SyntheticSource::new(&config);
+        src.seek(0).unwrap();
+        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        for v in [l.loss_inst, l.loss_region] {
+            assert!((6.0..11.2).contains(&v), "{l:?}");
+        }
+    }
+
     #[test]
     fn first_loss_in_range_and_mocov2_has_no_region_term() {
         let config = tiny_config();

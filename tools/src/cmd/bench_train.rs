@@ -1,0 +1,146 @@
+//! `regioncl bench train`: training-step throughput (img/s) of a method, model and batch on random
+//! pixels with real per-step plans (colour parameters, swap box, pairing), on the chosen device and
+//! precision. GPU timings are synchronised (every step reads its loss back). Compare with
+//! `scripts/bench_train_torch.py` on the same card, in the same call.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use regioncl_trainer::{
+    BatchSource, Config, MomentumContrast, Runtime, SyntheticSource, cosine_lr,
+};
+
+/// Method to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMethod {
+    /// RegionCL-M.
+    Regionclm,
+    /// MoCo v2.
+    Mocov2,
+}
+
+/// Arguments of `regioncl bench train`.
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Base config (default: configs/regionclm_r50_imagenet.toml of the checkout).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Method.
+    #[arg(long, value_enum, default_value = "regionclm")]
+    pub method: BenchMethod,
+    /// Backbone (`resnet18`, `resnet50`).
+    #[arg(long, default_value = "resnet50")]
+    pub arch: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch: i64,
+    /// View size in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: i64,
+    /// Split-BN groups (1 = plain BN).
+    #[arg(long, default_value_t = 8)]
+    pub bn_splits: i64,
+    /// Split-BN formulation (`chunked`, `reshape`).
+    #[arg(long, default_value = "chunked")]
+    pub bn_impl: String,
+    /// Device (`auto`, `cpu`, `cuda`).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Precision (`auto` = bf16 on CUDA, fp32 on CPU; `fp32`; `bf16`).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// channels_last on CUDA.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub channels_last: bool,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: u64,
+    /// More config overrides (`key=value`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the result as one JSON line too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchTrainArgs) -> Result<()> {
+    let path = match &args.config {
+        Some(p) => p.clone(),
+        None => crate::cmd::repo_file("configs/regionclm_r50_imagenet.toml")?,
+    };
+    let method = match args.method {
+        BenchMethod::Regionclm => "regionclm",
+        BenchMethod::Mocov2 => "mocov2",
+    };
+    let queue = (65536 / args.batch).max(1) * args.batch;
+    let mut sets = vec![
+        format!("method={method}"),
+        format!("model.arch={}", args.arch),
+        format!("optim.batch_size={}", args.batch),
+        format!("data.image_size={}", args.size),
+        format!("moco.bn_splits={}", args.bn_splits),
+        format!("moco.bn_impl={}", args.bn_impl),
+        format!("moco.queue_size={queue}"),
+        format!("run.device={}", args.device),
+        format!("run.precision={}", args.precision),
+        format!("run.channels_last={}", args.channels_last),
+        "data.source=synthetic".to_string(),
+    ];
+    sets.extend(args.sets.iter().cloned());
+    let config =
+        Config::load(&path, &sets).with_context(|| format!("config {}", path.display()))?;
+    let rt = Runtime::resolve(&config.run)?;
+    let mut model = MomentumContrast::new(&config, rt)?;
+    let mut sgd = model.optimizer(&config);
+    let mut source = SyntheticSource::new(&config);
+    source.seek(0)?;
+    let lr = cosine_lr(config.peak_lr(), 0, config.optim.epochs);
+    for _ in 0..args.warmup {
+        model.step(source.next_batch()?, &mut sgd, lr)?;
+    }
+    let (mut wait, t0) = (0.0, Instant::now());
+    let mut last = None;
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        let input = source.next_batch()?;
+        wait += t.elapsed().as_secs_f64();
+        last = Some(model.step(input, &mut sgd, lr)?);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let img_s = (args.steps as f64 * args.batch as f64) / secs;
+    let ms = 1000.0 * secs / args.steps.max(1) as f64;
+    println!(
+        "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait"
+    );
+    println!(
+        "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%",
+        method,
+        args.arch,
+        args.batch,
+        args.size,
+        args.bn_splits,
+        args.bn_impl,
+        rt.describe(),
+        img_s,
+        ms,
+        100.0 * wait / secs
+    );
+    if args.json {
+        let l = last.map(|l| l.loss).unwrap_or(f64::NAN);
+        println!(
+            "{}",
+            serde_json::json!({
+                "method": method, "arch": args.arch, "batch": args.batch, "size": args.size,
+                "bn_splits": args.bn_splits, "bn_impl": args.bn_impl, "runtime": rt.describe(),
+                "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
+            })
+        );
+    }
+    Ok(())
+}
