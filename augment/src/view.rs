@@ -67,6 +67,10 @@ impl ViewScratch {
 /// # Errors
 /// [`Error::InvalidArgument`] when the crop is not inside `src`, the output size is 0, or the output
 /// slice does not have the size of the view.
+///
+/// # Panics
+/// For [`ViewOutput::F32Chw`], when `params` holds a hue shift outside `[-0.5, 0.5]` or a blur
+/// sigma that is not positive (never for parameters drawn from a valid [`ViewSpec`](crate::ViewSpec)).
 pub fn render_view(
     src: &RgbImage,
     crop: &CropBox,
