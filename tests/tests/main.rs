@@ -4,3 +4,4 @@
 mod cli;
 mod convert;
 mod inspect;
+mod train;

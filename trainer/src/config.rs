@@ -142,6 +142,8 @@ pub enum DataSource {
     Photos,
     /// Random pixels (benchmarks).
     Synthetic,
+    /// A shard dataset (`regioncl convert`) through the loader's multithreaded pipeline.
+    Shards,
 }
 
 /// Input data.
@@ -150,13 +152,15 @@ pub enum DataSource {
 pub struct DataConfig {
     /// Source.
     pub source: DataSource,
-    /// Image folder (class subfolders of JPEGs); empty = `$REGIONCL_DATA/imagenet-like`, falling back
-    /// to `<workspace>/.cache/data/imagenet-like`.
+    /// `photos`: an image folder (class subfolders of JPEGs), empty = `$REGIONCL_DATA/imagenet-like`,
+    /// falling back to `<workspace>/.cache/data/imagenet-like`. `shards`: the dataset directory.
     pub root: String,
     /// Side of both square views, pixels (a multiple of the backbone stride).
     pub image_size: i64,
-    /// Steps per epoch; 0 = images / batch_size (drop_last).
+    /// Steps per epoch; 0 = images / batch_size (drop_last). The shard loader takes only 0.
     pub steps_per_epoch: u64,
+    /// Loader worker threads (`shards`); 0 = all cores.
+    pub loader_threads: u64,
 }
 
 /// The MoCo v2 view recipe (METHOD.md 8).
@@ -315,6 +319,7 @@ impl Default for DataConfig {
             root: String::new(),
             image_size: 224,
             steps_per_epoch: 0,
+            loader_threads: 0,
         }
     }
 }

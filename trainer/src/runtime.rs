@@ -1,6 +1,6 @@
 //! Device, precision and memory-format choices, resolved once from the config.
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::{DeviceChoice, Precision, RunConfig};
 use crate::error::{Error, Result};
@@ -68,4 +68,15 @@ impl Runtime {
         let fmt = if self.channels_last { " channels_last" } else { "" };
         format!("{dev} {prec}{fmt}")
     }
+}
+
+/// Copies a small host tensor (indices, factors, kernels) to `device` without a stream sync:
+/// a non-blocking copy from pageable memory is staged by the driver before the call returns, so the
+/// host data may go away at once, and the CPU does not wait for queued GPU work (a blocking copy
+/// would synchronise the stream at every upload). A no-op on the CPU.
+pub(crate) fn upload(t: &Tensor, device: Device) -> Tensor {
+    if device == Device::Cpu {
+        return t.shallow_clone();
+    }
+    t.to_device_(device, t.kind(), true, false)
 }

@@ -202,7 +202,7 @@ impl Pairing {
 
     /// The indices as an int64 tensor on `device`.
     pub fn tensor(&self, device: Device) -> Tensor {
-        Tensor::from_slice(&self.0).to_device(device)
+        crate::runtime::upload(&Tensor::from_slice(&self.0), device)
     }
 }
 

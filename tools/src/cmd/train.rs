@@ -2,16 +2,17 @@
 //! RegionCL-M or MoCo v2, printing a progress line per logged step and writing
 //! `RUN_DIR/metrics.jsonl`, checkpoints and (at the end) `RUN_DIR/backbone.safetensors`.
 //!
-//! Data: `data.source = "photos"` reads an image folder with the trainer's single-threaded source
-//! (`data.root`, default `$REGIONCL_DATA/imagenet-like`); `"synthetic"` uses random pixels. The
-//! multithreaded shard loader plugs in through `regioncl_trainer::BatchSource` (not wired here yet).
+//! Data (`data.source`): `"shards"` runs the loader's multithreaded pipeline over a dataset made by
+//! `regioncl convert` (`data.root`), with pinned buffers on CUDA; `"photos"` reads an image folder
+//! with the trainer's single-threaded source (`data.root`, default `$REGIONCL_DATA/imagenet-like`);
+//! `"synthetic"` uses random pixels.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
-    BatchSource, Config, DataSource, PhotoSource, SyntheticSource, TrainOptions, train,
+    BatchSource, Config, DataSource, PhotoSource, ShardSource, SyntheticSource, TrainOptions, train,
 };
 
 /// Arguments of `regioncl train`.
@@ -40,6 +41,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Box::new(PhotoSource::new(&config).context("opening the photo source")?)
         }
         DataSource::Synthetic => Box::new(SyntheticSource::new(&config)),
+        DataSource::Shards => {
+            Box::new(ShardSource::new(&config).context("opening the shard loader")?)
+        }
         other => anyhow::bail!("data.source {other:?} is not supported by this build"),
     };
     eprintln!(

@@ -132,7 +132,7 @@ impl MomentumContrast {
                 return l2_normalize(&self.encoder_k.embed(im_k, mode));
             }
             let perm = KeyedRng::new(&[self.seed, step, SHUFFLE_STREAM]).permutation(b as usize);
-            let idx = Tensor::from_slice(&perm).to_device(im_k.device());
+            let idx = crate::runtime::upload(&Tensor::from_slice(&perm), im_k.device());
             let inv = idx.argsort(0, false);
             let k = l2_normalize(&self.encoder_k.embed(&im_k.index_select(0, &idx), mode)); // [B, dim]
             k.index_select(0, &inv)

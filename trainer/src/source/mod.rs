@@ -1,12 +1,15 @@
 //! The trainer's own batch sources: random pixels for benchmarks, and a small single-threaded
 //! image-folder source for tests and for `regioncl train` until the loader pipeline is wired in.
-//! Both plan exactly what the loader plans (views from [`regioncl_augment::ViewSpec`], one swap
+//! [`ShardSource`] adapts the loader's multithreaded pipeline over shards.
+//! The trainer's own sources plan exactly what the loader plans (views from [`regioncl_augment::ViewSpec`], one swap
 //! box per step, pairing reversed inside each BN group), keyed by `(seed, epoch, step, ...)`.
 
 mod photos;
+mod shards;
 mod synthetic;
 
 pub use photos::{PhotoSource, data_root};
+pub use shards::{PinnedAllocator, ShardSource};
 pub use synthetic::SyntheticSource;
 
 use regioncl_augment::ViewSpec;

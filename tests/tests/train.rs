@@ -1,0 +1,196 @@
+//! `regioncl train` and `regioncl bench train` on real photos and on shards made by `regioncl
+//! convert`: metrics, exact resume across processes, config errors naming the key, and the
+//! exported backbone loading into torchvision's ResNet-50.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::cli::{TempDir, run, run_ok, workspace};
+
+fn tiny() -> PathBuf {
+    workspace().join("configs/tiny_cpu.toml")
+}
+
+/// Steps' (step, loss, loss_inst, loss_region) from a run's metrics.jsonl.
+fn losses(run_dir: &Path) -> Vec<(u64, f64, f64, f64)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            for key in [
+                "step",
+                "epoch",
+                "loss",
+                "loss_inst",
+                "loss_region",
+                "lr",
+                "img_per_s",
+                "data_wait",
+            ] {
+                assert!(v.get(key).is_some(), "metrics line without `{key}`: {l}");
+            }
+            let f = |k: &str| v[k].as_f64().expect("a number");
+            (v["step"].as_u64().expect("step"), f("loss"), f("loss_inst"), f("loss_region"))
+        })
+        .collect()
+}
+
+fn train(out: &Path, sets: &[&str], resume: bool) -> String {
+    let config = tiny();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"train", &"--config", &config, &"--out", &out];
+    let sets: Vec<String> =
+        ["model.width=8", "run.log_every=1"].iter().chain(sets).map(|s| s.to_string()).collect();
+    for s in &sets {
+        args.push(&"--set");
+        args.push(s);
+    }
+    if resume {
+        args.push(&"--resume");
+    }
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "regioncl train failed:\n{stderr}");
+    stderr
+}
+
+/// N steps, then a new process resuming for N more: the same losses as 2N in one process.
+fn check_resume(sets: &[&str]) {
+    let (a, b) = (TempDir::new("train-a"), TempDir::new("train-b"));
+    let with = |n: &str| -> Vec<String> {
+        sets.iter()
+            .map(|s| s.to_string())
+            .chain([format!("run.max_steps={n}"), "run.checkpoint_every=3".into()])
+            .collect()
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let stderr = train(a.path(), &refs(&with("6")), false);
+    assert!(stderr.contains("epoch 0 step 6/6 loss"), "{stderr}");
+    train(b.path(), &refs(&with("3")), false);
+    let stderr = train(b.path(), &refs(&with("6")), true);
+    assert!(stderr.contains("resumed from"), "{stderr}");
+    let (la, lb) = (losses(a.path()), losses(b.path()));
+    assert_eq!(la.len(), 6);
+    assert_eq!(la, lb, "resumed run differs from the uninterrupted one");
+    assert!(b.path().join("checkpoints/step-00000006/model.safetensors").is_file());
+    assert!(b.path().join("backbone.safetensors").is_file());
+}
+
+#[test]
+fn train_photos_resume_is_exact_across_processes() {
+    check_resume(&[]);
+}
+
+/// A shard dataset of the ImageNet-like photos, converted once.
+fn shards() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = crate::cli::data_dir().join("imagenet-like");
+        let exe = std::env::current_exe().expect("test executable");
+        let out =
+            exe.parent().and_then(Path::parent).expect("target/<profile>").join("e2e-train-shards");
+        let _ = std::fs::remove_dir_all(&out);
+        run_ok(&[&"convert", &src, &out, &"--threads", &"2", &"--quiet"]);
+        out
+    })
+}
+
+#[test]
+fn train_shards_through_the_loader_resumes_exactly() {
+    let root = format!("data.root={}", shards().display());
+    check_resume(&["data.source=shards", &root, "data.loader_threads=2"]);
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = TempDir::new("train-err");
+    for (set, want) in [
+        ("optim.lr=0.1", "`optim.lr`: unknown key"),
+        ("optim.batch_size=big", "`optim.batch_size`: expected integer"),
+        ("model.arch=resnet34", "`model.arch`"),
+        ("region.c_upper=4", "`region.c_upper`"),
+    ] {
+        let out = run(&[&"train", &"--config", &tiny(), &"--out", &dir.path(), &"--set", &set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{set}: {stderr}");
+        assert!(stderr.contains(want), "{set}: {stderr}");
+    }
+}
+
+#[test]
+fn bench_train_prints_img_per_s() {
+    let stdout = run_ok(&[
+        &"bench",
+        &"train",
+        &"--config",
+        &tiny(),
+        &"--arch",
+        &"resnet18",
+        &"--batch",
+        &"16",
+        &"--size",
+        &"32",
+        &"--bn-splits",
+        &"2",
+        &"--warmup",
+        &"1",
+        &"--steps",
+        &"2",
+        &"--set",
+        &"model.width=8",
+        &"--set",
+        &"moco.queue_size=256",
+        &"--json",
+    ]);
+    let json = stdout.lines().last().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    assert!(v["img_per_s"].as_f64().expect("img_per_s") > 0.0, "{stdout}");
+    assert_eq!(v["method"], "regionclm");
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("REGIONCL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/python"))
+}
+
+/// METHOD.md 11.3 #15: the exported ResNet-50 backbone loads into torchvision's `resnet50()` with
+/// only `fc.weight` and `fc.bias` missing, every shape matching.
+#[test]
+fn exported_backbone_loads_into_torchvision_resnet50() {
+    let dir = TempDir::new("backbone");
+    let config = regioncl_trainer::Config::from_toml(
+        "[moco]\nqueue_size = 1024\nbn_splits = 1\n[optim]\nbatch_size = 8\n",
+        &[],
+    )
+    .expect("config");
+    let model = regioncl_trainer::MomentumContrast::new(&config, regioncl_trainer::Runtime::cpu())
+        .expect("model");
+    let file = dir.path().join("backbone.safetensors");
+    regioncl_trainer::export_backbone(&model, &file).expect("export");
+    let script = r#"
+import json, struct, sys, torch, torchvision
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+kinds = {"F32": torch.float32, "I64": torch.int64}
+sd = {}
+for name, info in header.items():
+    if name == "__metadata__":
+        continue
+    a, b = info["data_offsets"]
+    t = torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=kinds[info["dtype"]])
+    sd[name] = t.reshape(info["shape"])
+res = torchvision.models.resnet50().load_state_dict(sd, strict=False)
+print(json.dumps({"missing": sorted(res.missing_keys), "unexpected": sorted(res.unexpected_keys)}))
+"#;
+    let out = Command::new(python()).arg("-c").arg(script).arg(&file).output().expect("run python");
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(v["missing"], serde_json::json!(["fc.bias", "fc.weight"]), "{stdout}");
+    assert_eq!(v["unexpected"], serde_json::json!([]), "{stdout}");
+}
