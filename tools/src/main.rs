@@ -23,6 +23,8 @@ enum Command {
     Convert(cmd::convert::ConvertArgs),
     /// Show what a dataset holds; verify it; extract a record.
     Inspect(cmd::inspect::InspectArgs),
+    /// Pretrain (RegionCL-M, MoCo v2) from a TOML config.
+    Train(cmd::train::TrainArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -30,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env => cmd::env::run(),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Train(args) => cmd::train::run(args),
     }
 }
 

@@ -3,3 +3,4 @@
 pub mod convert;
 pub mod env;
 pub mod inspect;
+pub mod train;
