@@ -362,3 +362,17 @@ fn empty_input_gives_an_empty_dataset() {
     assert!(ds.is_empty());
     assert_eq!(ds.num_classes(), 1);
 }
+
+#[test]
+fn output_inside_the_tree_is_not_an_input() {
+    let dir = TempDir::new("convert-inside");
+    let src = dir.path().join("src");
+    tree(&src);
+    let reference = dir.path().join("reference");
+    run(&src, &reference, &config(1)).unwrap();
+    let out = src.join("zz-shards");
+    let _ = cancel_at(&src, &out, 11, 2);
+    let summary = run(&src, &out, &config(2)).unwrap();
+    assert_eq!(summary.num_classes, 3);
+    assert_eq!(dir_bytes(&out), dir_bytes(&reference));
+}

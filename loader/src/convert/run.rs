@@ -28,7 +28,7 @@ pub(crate) fn convert(
     progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<ConvertSummary> {
     let start = Instant::now();
-    let inputs = scan(source)?;
+    let inputs = scan(source, out)?;
     let settings = settings(source, config, &inputs);
     fs::create_dir_all(out).map_err(|e| Error::io(out, "create output directory", e))?;
     let mut summary = ConvertSummary {

@@ -40,10 +40,11 @@ pub(crate) struct Inputs {
     pub num_ignored: u64,
 }
 
-/// Lists the input files of `source`.
-pub(crate) fn scan(source: &Source) -> Result<Inputs> {
+/// Lists the input files of `source`. A class directory that is `out` (converting into a
+/// directory inside the tree) is not an input.
+pub(crate) fn scan(source: &Source, out: &Path) -> Result<Inputs> {
     let mut inputs = match source {
-        Source::ImageFolder(root) => scan_folder(root)?,
+        Source::ImageFolder(root) => scan_folder(root, fs::canonicalize(out).ok().as_deref())?,
         Source::List { list, root } => scan_list(list, root)?,
     };
     inputs.items.sort_by(|a, b| (a.rel.as_bytes(), a.label).cmp(&(b.rel.as_bytes(), b.label)));
@@ -54,13 +55,16 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
-fn scan_folder(root: &Path) -> Result<Inputs> {
+fn scan_folder(root: &Path, out: Option<&Path>) -> Result<Inputs> {
     let mut inputs = Inputs::default();
     let mut classes = Vec::new();
     for entry in read_dir_sorted(root)? {
         let name = entry.file_name().unwrap_or_default().to_os_string();
         if is_hidden(&name) {
             inputs.num_ignored += 1;
+            continue;
+        }
+        if out.is_some() && fs::canonicalize(&entry).ok().as_deref() == out {
             continue;
         }
         // fs::metadata follows symlinks: a linked class directory counts.
