@@ -1,5 +1,5 @@
-//! Shard files: the byte layout ([`format`]), reading ([`Shard`](crate::Shard)) and writing
-//! ([`ShardWriter`](crate::ShardWriter)).
+//! Shard files: the byte layout ([`format`](mod@format)), reading ([`Shard`](crate::Shard)) and
+//! writing ([`ShardWriter`](crate::ShardWriter)).
 
 pub mod format;
 pub(crate) mod reader;
