@@ -7,8 +7,9 @@
 //! MiB, each a header, the records' bytes and a fixed-size index entry per record (offset, length,
 //! label, width, height, crc32c). The byte layout is drawn in
 //! [`shard::format`](mod@shard::format). Opening checks every offset and length, so reading a
-//! record afterwards is a bounds-checked slice of the map: O(1) and allocation-free. Corrupt, truncated or foreign files are errors naming the file, the
-//! record and the byte offset, never panics.
+//! record afterwards is a bounds-checked slice of the map: O(1) and allocation-free. Corrupt,
+//! truncated or foreign files are errors naming the file, the record and the byte offset, never
+//! panics.
 //!
 //! ```no_run
 //! use std::ops::ControlFlow;
