@@ -14,7 +14,8 @@ use crate::shard::reader::{Record, Shard};
 /// # fn main() -> regioncl_loader::Result<()> {
 /// let dataset = regioncl_loader::Dataset::open("shards/imagenet")?;
 /// let record = dataset.record(42)?;
-/// println!("{} bytes, class {}", record.bytes.len(), dataset.class_names()[record.label as usize]);
+/// let class = &dataset.class_names()[record.label as usize];
+/// println!("{} bytes, class {class}", record.bytes.len());
 /// # Ok(())
 /// # }
 /// ```

@@ -1,5 +1,5 @@
-//! Errors of the loader crate, split by cause: the file system ([`Error::Io`]), a corrupt or foreign
-//! shard ([`Error::Format`]), a record whose bytes no longer match their checksum
+//! Errors of the loader crate, split by cause: the file system ([`Error::Io`]), a corrupt or
+//! foreign shard ([`Error::Format`]), a record whose bytes no longer match their checksum
 //! ([`Error::Checksum`]), a bad manifest ([`Error::Manifest`]), a bound on untrusted input
 //! ([`Error::Limit`]) and a bad setting ([`Error::Config`]). Every variant that concerns a file
 //! names it; shard errors also name the record index and the byte offset.

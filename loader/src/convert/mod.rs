@@ -5,15 +5,16 @@
 //!   ignored by extension and magic bytes) or a list file (`relative/path<TAB>label` per line).
 //! - **Records.** A JPEG that decodes without any warning (libjpeg-turbo, strict) is stored
 //!   byte-for-byte, whatever its subsampling, progressive or not, grayscale or RGB-stored; a CMYK
-//!   or YCCK JPEG and every other format the `image` crate reads (PNG, WebP, BMP, GIF's first frame,
-//!   TIFF, PNM; grayscale, 16-bit, palette) is decoded and stored as an RGB JPEG at
+//!   or YCCK JPEG and every other format the `image` crate reads (PNG, WebP, BMP, GIF's first
+//!   frame, TIFF, PNM; grayscale, 16-bit, palette) is decoded and stored as an RGB JPEG at
 //!   [`ConvertConfig::quality`]. Alpha is composited onto **white**. With
 //!   [`ConvertConfig::max_side`], every image whose longer side exceeds it is resized (antialiased
 //!   Catmull-Rom) and re-encoded, FFCV-style; smaller JPEGs stay as they are. Every record written
 //!   has been decoded (strict) after any re-encode. EXIF orientation is kept in stored bytes and
 //!   not applied, as torchvision's loader does not apply it.
-//! - **Skipped files** (empty, truncated, corrupt, not an image, over [`ConvertConfig::max_pixels`])
-//!   are never fatal: they are listed with the reason in `skipped.tsv` in the output directory.
+//! - **Skipped files** (empty, truncated, corrupt, not an image, over
+//!   [`ConvertConfig::max_pixels`]) are never fatal: they are listed with the reason in
+//!   `skipped.tsv` in the output directory.
 //! - **Order.** Records are ordered by a Fisher-Yates shuffle, seeded by [`ConvertConfig::seed`],
 //!   of the file list sorted by relative path, so every shard mixes classes. Shards are filled in
 //!   that order and closed before they would exceed [`ConvertConfig::shard_size`].
