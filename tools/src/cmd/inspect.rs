@@ -120,10 +120,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     } else {
         print_text(&summary);
     }
-    if let Some(v) = &summary.verify {
-        if !v.problems.is_empty() {
-            bail!("verify: {} problem(s) in {}", v.problems.len(), args.dataset.display());
-        }
+    if let Some(v) = &summary.verify
+        && !v.problems.is_empty()
+    {
+        bail!("verify: {} problem(s) in {}", v.problems.len(), args.dataset.display());
     }
     Ok(())
 }
