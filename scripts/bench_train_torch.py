@@ -46,8 +46,10 @@ class SplitBatchNorm(nn.BatchNorm2d):
         rm = self.running_mean.repeat(s)
         rv = self.running_var.repeat(s)
         if self.impl == "demo":
-            y = F.batch_norm(x.view(-1, c * s, h, w), rm, rv, self.weight.repeat(s), self.bias.repeat(s),
-                             True, self.momentum, self.eps).view(n, c, h, w)
+            # reshape, not view: a channels_last activation has no [N/S, S*C, H, W] view, so this
+            # copies to NCHW and back (the cost the Rust trainer's chunked BN avoids).
+            y = F.batch_norm(x.reshape(-1, c * s, h, w), rm, rv, self.weight.repeat(s), self.bias.repeat(s),
+                             True, self.momentum, self.eps).reshape(n, c, h, w)
         else:
             m = n // s
             rm, rv = rm.view(s, c), rv.view(s, c)
@@ -141,7 +143,7 @@ def colour(u8, p, channels_last):
     for pos in range(4):
         for op in range(4):
             m = p["jit"] & (p["order"][:, pos] == op)
-            apply(m, lambda s, idx, op=op: jitter_op(op, s, p["factors"][idx, op].to(dev).view(-1, 1, 1, 1)))
+            apply(m, lambda s, idx, op=op: jitter_op(op, s, p["factors"][idx, op].to(dev, non_blocking=True).view(-1, 1, 1, 1)))
     apply(p["gray"], lambda s, _: gray(s).expand(-1, 3, -1, -1).contiguous())
 
     def blur(s, idx):
@@ -149,7 +151,7 @@ def colour(u8, p, channels_last):
         k = 2 * math.ceil(3 * float(sig.max())) + 1
         xs = torch.arange(k, dtype=torch.float32) - k // 2
         ker = torch.exp(-0.5 * (xs.view(1, -1) / sig.view(-1, 1)) ** 2)
-        ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(3, 0).to(dev)
+        ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(3, 0).to(dev, non_blocking=True)
         n, _, h, w = s.shape
         pad = k // 2
         y = F.pad(s, (pad, pad, pad, pad), mode="reflect").reshape(1, n * 3, h + 2 * pad, w + 2 * pad)
@@ -237,7 +239,7 @@ def main():
             with torch.no_grad():
                 torch._foreach_mul_(k_params, 0.999)
                 torch._foreach_add_(k_params, q_params, alpha=0.001)
-                idx = torch.randperm(b, generator=gen).to(dev)
+                idx = torch.randperm(b, generator=gen).to(dev, non_blocking=True)
                 fk = enc_k.features(im_k[idx])
                 k = F.normalize(enc_k.mlp(fk.float().mean((2, 3))).float(), dim=1)[torch.argsort(idx)]
         with torch.autocast("cuda", enabled=False):
