@@ -136,7 +136,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "method": method, "arch": args.arch, "batch": args.batch, "size": args.size,
+                "impl": "rust-tch", "method": method, "arch": args.arch, "batch": args.batch, "size": args.size,
                 "bn_splits": args.bn_splits, "bn_impl": args.bn_impl, "runtime": rt.describe(),
                 "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
             })
