@@ -24,10 +24,13 @@ bench: venv data release
 release: venv
 	$(CARGO) build --release -p regioncl-tools
 
+# The CUDA 13.0 headers torch's wheel lacks (host config, CCCL): trainer/build.rs compiles the NCCL
+# process group against them; without them `regioncl` builds with Gloo only.
 venv: $(VENV)/.complete
 $(VENV)/.complete:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet torch==2.11.0 torchvision==0.26.0 numpy pillow
+	$(VENV)/bin/pip install --quiet "nvidia-cuda-crt==13.0.88.*" "nvidia-cuda-cccl==13.0.85.*"
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/torch
 	touch $@
 

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""The RegionCL-M / MoCo v2 training step in PyTorch eager: the baseline of `regioncl bench train`.
+"""The training step of the six methods in PyTorch eager: the baseline of `regioncl bench train`.
 
-Same work per step as the Rust trainer (trainer/src/method/regionclm.rs), on random u8 NHWC input in
+Same work per step as the Rust trainer (trainer/src/method/*.rs), on random u8 NHWC input in
 pinned memory with a fresh plan per step:
   H2D copy (non-blocking) -> colour ops on the GPU with per-sample parameters (jitter in per-sample
   order, grayscale, blur, flip, normalize) -> region swap on the query view -> query encoder twice
   (originals, composites) -> mask pooling -> projector -> EMA of the key encoder (trainable params)
   -> shuffled key forward -> fp32 InfoNCE head (instance + region with the detached intra negative)
   -> backward -> SGD (momentum 0.9, wd 1e-4) -> enqueue.
+DenseCL / RegionCL-D add the dense 1x1-conv head on both encoders, the backbone-feature argmax
+correspondence, the dense InfoNCE against the second queue (lambda 0.5; region weight 0.5) and the
+pooled dense keys' enqueue. SimSiam / RegionCL-S: one encoder with the 3-layer BN projector (2048-d)
+and the predictor, plain BN over the whole batch (SyncBN on one GPU), two view forwards and, for
+RegionCL-S, the composite forward whose canvas / paste predictions regress onto the other view.
 bf16 autocast and channels_last on CUDA; split BN with S groups (`--bn-splits 1` = plain BN), in
 two formulations: `demo` (the MoCo CIFAR notebook's reshape to [N/S, S*C, H, W], interleaved
 groups; the pairing is reversed inside those groups) and `chunked` (one batch_norm per contiguous
@@ -61,18 +66,31 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
 
 class Encoder(nn.Module):
-    def __init__(self, arch, splits, impl, dim=128):
+    def __init__(self, arch, splits, impl, dim=128, head="mlp"):
         super().__init__()
         norm = (lambda c: SplitBatchNorm(c, splits, impl)) if splits > 1 else nn.BatchNorm2d
-        net = getattr(torchvision.models, arch)(norm_layer=norm)
+        net = getattr(torchvision.models, arch)(norm_layer=norm, zero_init_residual=head == "simsiam")
         feat = net.fc.in_features
         net.fc = nn.Identity()
         net.avgpool = nn.Identity()
         self.backbone = nn.Sequential(*list(net.children())[:-2])
-        self.mlp = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
+        if head == "simsiam":  # 3-layer projector with BN, last BN without affine (SimSiam)
+            self.mlp = nn.Sequential(
+                nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),
+                nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(inplace=True),
+                nn.Linear(feat, dim, bias=False), nn.BatchNorm1d(dim, affine=False))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
+        if head == "dense":  # DenseCL's dense head
+            self.mlp2 = nn.Sequential(nn.Conv2d(feat, feat, 1), nn.ReLU(inplace=True), nn.Conv2d(feat, dim, 1))
 
     def features(self, x):
         return self.backbone(x)
+
+
+def cells(f):
+    """[B, C, G, G] -> [B, G*G, C] (a view under channels_last)."""
+    return f.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def gray(x):
@@ -177,7 +195,8 @@ def pairing(b, splits, impl):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", choices=["regionclm", "mocov2"], default="regionclm")
+    ap.add_argument("--method", choices=["regionclm", "mocov2", "regioncld", "densecl", "regioncls",
+                                         "simsiam"], default="regionclm")
     ap.add_argument("--arch", default="resnet50")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--size", type=int, default=224)
@@ -196,27 +215,81 @@ def main():
     cl = cuda and not a.no_channels_last
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    enc_q = Encoder(a.arch, a.bn_splits, a.bn_impl).to(dev)
-    enc_k = Encoder(a.arch, a.bn_splits, a.bn_impl).to(dev)
-    enc_k.load_state_dict(enc_q.state_dict())
-    for p in enc_k.parameters():
-        p.requires_grad_(False)
-    if cl:
-        enc_q, enc_k = enc_q.to(memory_format=torch.channels_last), enc_k.to(memory_format=torch.channels_last)
-    q_params, k_params = list(enc_q.parameters()), list(enc_k.parameters())
-    queue = F.normalize(torch.randn(128, a.queue, device=dev), dim=0)
-    ptr = 0
-    opt = torch.optim.SGD(enc_q.parameters(), lr=0.15 * a.batch / 1024, momentum=0.9, weight_decay=1e-4)
+    siamese = a.method in ("simsiam", "regioncls")
+    dense = a.method in ("densecl", "regioncld")
+    region = a.method in ("regionclm", "regioncld", "regioncls")
+    splits = 1 if siamese else a.bn_splits  # SimSiam: SyncBN = plain BN over the batch on one GPU
     b, s = a.batch, a.size
+    if siamese:
+        enc = Encoder(a.arch, 1, a.bn_impl, dim=2048, head="simsiam").to(dev)
+        pred = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+                             nn.Linear(512, 2048)).to(dev)
+        if cl:
+            enc = enc.to(memory_format=torch.channels_last)
+        init_lr = 0.05 * b / 256
+        opt = torch.optim.SGD([{"params": enc.parameters()}, {"params": pred.parameters(), "fix_lr": True}],
+                              lr=init_lr, momentum=0.9, weight_decay=1e-4)
+    else:
+        head = "dense" if dense else "mlp"
+        enc_q = Encoder(a.arch, splits, a.bn_impl, head=head).to(dev)
+        enc_k = Encoder(a.arch, splits, a.bn_impl, head=head).to(dev)
+        enc_k.load_state_dict(enc_q.state_dict())
+        for p in enc_k.parameters():
+            p.requires_grad_(False)
+        if cl:
+            enc_q, enc_k = enc_q.to(memory_format=torch.channels_last), enc_k.to(memory_format=torch.channels_last)
+        q_params, k_params = list(enc_q.parameters()), list(enc_k.parameters())
+        queue = F.normalize(torch.randn(128, a.queue, device=dev), dim=0)
+        queue2 = F.normalize(torch.randn(128, a.queue, device=dev), dim=0) if dense else None
+        ptr = 0
+        lr = (0.15 * b / 1024) if a.method == "regionclm" else (0.03 * b / 256)
+        opt = torch.optim.SGD(enc_q.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     host = [torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8) for _ in range(2)]
     if cuda:
         host = [h.pin_memory() for h in host]
     gen = torch.Generator().manual_seed(0)
-    pi = pairing(b, a.bn_splits, a.bn_impl).to(dev)
+    pi = pairing(b, splits, a.bn_impl).to(dev)
     stride, grid = 32, s // 32
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and a.precision == "bf16")
 
-    def step():
+    def ce0(lg):
+        return (torch.logsumexp(lg, 1) - lg[:, 0]).mean()
+
+    def region_pool(features, im_q):
+        w, h = (int(v) for v in torch.randint(max(1, grid - 4), max(2, grid - 1), (2,), generator=gen))
+        x0, y0 = (int(torch.randint(0, grid - w + 1, (1,), generator=gen)),
+                  int(torch.randint(0, grid - h + 1, (1,), generator=gen)))
+        comp = im_q.clone()
+        ys, xs = slice(y0 * stride, (y0 + h) * stride), slice(x0 * stride, (x0 + w) * stride)
+        comp[:, :, ys, xs] = im_q[pi][:, :, ys, xs]
+        fm = features(comp).float()
+        bb = fm[:, :, y0:y0 + h, x0:x0 + w].mean((2, 3))
+        aa = (grid * grid * fm.mean((2, 3)) - w * h * bb) / (grid * grid - w * h)
+        return aa, bb
+
+    def siamese_step():
+        plans = [plan(b, gen) for _ in range(2)]
+        u8 = [h.to(dev, non_blocking=True) for h in host]
+        x1, x2 = colour(u8[0], plans[0], cl), colour(u8[1], plans[1], cl)
+        with amp:
+            z1 = enc.mlp(enc.features(x1).mean((2, 3)))
+            z2 = enc.mlp(enc.features(x2).mean((2, 3)))
+            p1, p2 = pred(z1), pred(z2)
+            if region:
+                aa, bb = region_pool(enc.features, x1)
+                p_r = pred(enc.mlp(torch.cat([aa, bb])))
+        with torch.autocast("cuda", enabled=False):
+            cos = lambda p, z: F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+            loss = -0.5 * (cos(p1, z2) + cos(p2, z1))
+            if region:
+                rows = torch.cat([p_r[:b], p_r[b:][pi]])
+                loss = loss - cos(rows, torch.cat([z2, z2]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def contrast_step():
         nonlocal ptr
         plans = [plan(b, gen) for _ in range(2)]
         u8 = [h.to(dev, non_blocking=True) for h in host]
@@ -224,40 +297,49 @@ def main():
         with amp:
             fq = enc_q.features(im_q)
             q = F.normalize(enc_q.mlp(fq.float().mean((2, 3))).float(), dim=1)
-            if a.method == "regionclm":
-                w, h = (int(v) for v in torch.randint(max(1, grid - 4), max(2, grid - 1), (2,), generator=gen))
-                x0, y0 = (int(torch.randint(0, grid - w + 1, (1,), generator=gen)),
-                          int(torch.randint(0, grid - h + 1, (1,), generator=gen)))
-                comp = im_q.clone()
-                ys, xs = slice(y0 * stride, (y0 + h) * stride), slice(x0 * stride, (x0 + w) * stride)
-                comp[:, :, ys, xs] = im_q[pi][:, :, ys, xs]
-                fm = enc_q.features(comp).float()
-                bb = fm[:, :, y0:y0 + h, x0:x0 + w].mean((2, 3))
-                aa = (grid * grid * fm.mean((2, 3)) - w * h * bb) / (grid * grid - w * h)
+            if dense:
+                q_grid = F.normalize(cells(enc_q.mlp2(fq)).float(), dim=2)
+            if region:
+                aa, bb = region_pool(enc_q.features, im_q)
                 z = F.normalize(enc_q.mlp(torch.cat([aa, bb])).float(), dim=1)
                 za, zb = z[:b], z[b:]
             with torch.no_grad():
                 torch._foreach_mul_(k_params, 0.999)
                 torch._foreach_add_(k_params, q_params, alpha=0.001)
                 idx = torch.randperm(b, generator=gen).to(dev, non_blocking=True)
+                inv = torch.argsort(idx)
                 fk = enc_k.features(im_k[idx])
-                k = F.normalize(enc_k.mlp(fk.float().mean((2, 3))).float(), dim=1)[torch.argsort(idx)]
+                k = F.normalize(enc_k.mlp(fk.float().mean((2, 3))).float(), dim=1)[inv]
+                if dense:
+                    kd = enc_k.mlp2(fk)
+                    k2 = F.normalize(kd.float().mean((2, 3)), dim=1)[inv]
+                    k_grid = F.normalize(cells(kd).float(), dim=2)[inv]
+                    k_b = F.normalize(cells(fk).float(), dim=2)[inv]
         with torch.autocast("cuda", enabled=False):
-            lg = torch.cat([(q * k).sum(1, keepdim=True), q @ queue], 1) / 0.2
-            loss_i = (torch.logsumexp(lg, 1) - lg[:, 0]).mean()
-            loss = loss_i
-            if a.method == "regionclm":
+            loss = ce0(torch.cat([(q * k).sum(1, keepdim=True), q @ queue], 1) / 0.2)
+            if dense:
+                q_b = F.normalize(cells(fq.detach()).float(), dim=2)
+                j = torch.bmm(q_b, k_b.transpose(1, 2)).argmax(2)
+                pos = (q_grid * k_grid.gather(1, j.unsqueeze(2).expand(-1, -1, q_grid.size(2)))).sum(2)
+                rows = q_grid.reshape(-1, q_grid.size(2))
+                loss_d = ce0(torch.cat([pos.reshape(-1, 1), rows @ queue2], 1) / 0.2)
+                loss = 0.5 * loss + 0.5 * loss_d
+            if region:
                 c, nc, p, np_ = za, zb.detach(), zb[pi], za[pi].detach()
                 qs, ns = torch.cat([c, p]), torch.cat([nc, np_])
                 kk = torch.cat([k, k])
                 lr_ = torch.cat([(qs * kk).sum(1, keepdim=True), (qs * ns).sum(1, keepdim=True), qs @ queue], 1) / 0.2
-                loss = loss + (torch.logsumexp(lr_, 1) - lr_[:, 0]).mean()
+                loss = loss + (0.5 if dense else 1.0) * ce0(lr_)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         queue[:, ptr:ptr + b] = k.T
+        if dense:
+            queue2[:, ptr:ptr + b] = k2.T
         ptr = (ptr + b) % a.queue
         return loss.item()
+
+    step = siamese_step if siamese else contrast_step
 
     for _ in range(a.warmup):
         step()
@@ -268,11 +350,11 @@ def main():
     secs = time.perf_counter() - t0
     img_s = a.steps * b / secs
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
-    print(f"torch-eager {a.method:<10} {a.arch:<9} batch {b} size {s} bn_splits {a.bn_splits} "
+    print(f"torch-eager {a.method:<10} {a.arch:<9} batch {b} size {s} bn_splits {splits} "
           f"({a.bn_impl}) {a.precision}{' channels_last' if cl else ''} on {name}: "
           f"{img_s:.1f} img/s, {1000 * secs / a.steps:.2f} ms/step")
     print(json.dumps(dict(impl="torch-eager", method=a.method, arch=a.arch, batch=b, size=s,
-                          bn_splits=a.bn_splits, bn_impl=a.bn_impl, precision=a.precision,
+                          bn_splits=splits, bn_impl=a.bn_impl, precision=a.precision,
                           channels_last=cl, device=name, img_per_s=img_s,
                           ms_per_step=1000 * secs / a.steps, last_loss=last)))
 

@@ -3,5 +3,9 @@
 
 mod cli;
 mod convert;
+mod demo;
+mod dist;
+mod eval;
+mod export;
 mod inspect;
 mod train;

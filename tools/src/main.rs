@@ -23,8 +23,16 @@ enum Command {
     Convert(cmd::convert::ConvertArgs),
     /// Show what a dataset holds; verify it; extract a record.
     Inspect(cmd::inspect::InspectArgs),
+    /// Benchmarks: `bench loader`, `bench train`.
+    Bench(cmd::bench::BenchArgs),
     /// Pretrain (RegionCL-M, MoCo v2) from a TOML config.
     Train(cmd::train::TrainArgs),
+    /// Evaluate a checkpoint: `eval knn`, `eval linear`.
+    Eval(cmd::eval::EvalArgs),
+    /// Export a checkpoint's backbone for torchvision or detectron2.
+    Export(cmd::export::ExportArgs),
+    /// Draw a run's metrics (loss terms, lr, throughput, k-NN) as PNGs.
+    Plot(cmd::plot::PlotArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,7 +40,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env => cmd::env::run(),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Plot(args) => cmd::plot::run(args),
     }
 }
 

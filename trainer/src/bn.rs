@@ -14,9 +14,16 @@
 //! - `Reshape`: the demo's trick, `[N, C, H, W] -> [N/S, S*C, H, W]` with the affine parameters tiled
 //!   S times (after a transpose that makes the groups contiguous). The reshape forces NCHW copies of
 //!   every activation; kept as the reference formulation and for benchmarks.
+//!
+//! The same layer normalises `[N, C]` rows (PyTorch's BatchNorm1d) for the SimSiam projector and
+//! predictor, with or without affine parameters ([`BatchNorm2d::without_affine`]); those heads run
+//! with one group (SyncBN over the whole batch), the `Reshape` formulation is for 4-d inputs only.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use crate::dist::{Dist, DistHandle, sync_batch_norm};
+use crate::error::{Error, Result};
 
 use crate::params::ParamStore;
 
@@ -46,17 +53,45 @@ pub struct BnMode {
     pub splits: i64,
     /// The formulation of split BN.
     pub imp: SplitBnImpl,
+    /// SyncBN: in training, the batch statistics of every rank of this run together
+    /// ([`crate::sync_batch_norm`]); `splits` is then 1.
+    pub sync: Option<DistHandle>,
 }
 
 impl BnMode {
     /// Training mode with `splits` groups.
     pub fn train(splits: i64, imp: SplitBnImpl) -> Self {
-        Self { train: true, splits, imp }
+        Self { train: true, splits, imp, sync: None }
     }
 
     /// Evaluation mode (running statistics).
     pub fn eval() -> Self {
-        Self { train: false, splits: 1, imp: SplitBnImpl::Chunked }
+        Self { train: false, splits: 1, imp: SplitBnImpl::Chunked, sync: None }
+    }
+
+    /// Training mode for one rank of `dist`, with `splits` BN groups over the **global** batch, so
+    /// that a config means the same on any number of processes: each rank normalises
+    /// `splits / world` contiguous groups of its share (one group per rank = plain per-GPU BN, as
+    /// the official 8-GPU runs), and `splits = 1` is SyncBN over every rank's samples (SimSiam). A
+    /// world of one gives [`BnMode::train`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `moco.bn_splits` when `splits` is neither 1 nor a multiple of the
+    /// world size.
+    pub fn for_rank(splits: i64, imp: SplitBnImpl, dist: &Dist) -> Result<Self> {
+        let world = dist.world() as i64;
+        match dist.handle() {
+            None => Ok(Self::train(splits, imp)),
+            Some(h) if splits == 1 => Ok(Self { sync: Some(h), ..Self::train(1, imp) }),
+            Some(_) if splits % world == 0 => Ok(Self::train(splits / world, imp)),
+            Some(_) => Err(Error::config(
+                "moco.bn_splits",
+                format!(
+                    "{splits} BN groups cannot be spread over {world} processes: use 1 (SyncBN) or \
+                     a multiple of {world}"
+                ),
+            )),
+        }
     }
 }
 
@@ -64,8 +99,8 @@ impl BnMode {
 /// `num_batches_tracked`).
 #[derive(Debug)]
 pub struct BatchNorm2d {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
     running_mean: Tensor,
     running_var: Tensor,
     num_batches_tracked: Tensor,
@@ -75,9 +110,28 @@ impl BatchNorm2d {
     /// Registers a layer of `channels` under `prefix` (weight 1, bias 0, running mean 0, var 1).
     pub fn new(store: &mut ParamStore, prefix: &str, channels: i64) -> Self {
         let f = |v: f64| Tensor::full([channels], v, (Kind::Float, tch::Device::Cpu));
+        let weight = Some(store.add_param(format!("{prefix}.weight"), f(1.0)));
+        let bias = Some(store.add_param(format!("{prefix}.bias"), f(0.0)));
+        Self::with_affine(store, prefix, channels, weight, bias)
+    }
+
+    /// A layer without affine parameters (`affine=False`: only the running statistics), as the last
+    /// BN of the SimSiam projector.
+    pub fn without_affine(store: &mut ParamStore, prefix: &str, channels: i64) -> Self {
+        Self::with_affine(store, prefix, channels, None, None)
+    }
+
+    fn with_affine(
+        store: &mut ParamStore,
+        prefix: &str,
+        channels: i64,
+        weight: Option<Tensor>,
+        bias: Option<Tensor>,
+    ) -> Self {
+        let f = |v: f64| Tensor::full([channels], v, (Kind::Float, tch::Device::Cpu));
         Self {
-            weight: store.add_param(format!("{prefix}.weight"), f(1.0)),
-            bias: store.add_param(format!("{prefix}.bias"), f(0.0)),
+            weight,
+            bias,
             running_mean: store.add_buffer(format!("{prefix}.running_mean"), f(0.0)),
             running_var: store.add_buffer(format!("{prefix}.running_var"), f(1.0)),
             num_batches_tracked: store.add_buffer(
@@ -87,18 +141,31 @@ impl BatchNorm2d {
         }
     }
 
+    /// The scale `gamma` (None without affine parameters).
+    pub(crate) fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+
     /// Normalises `x`.
     ///
     /// # Shapes
-    /// `x: [N, C, H, W]` (any memory format) -> same shape and format.
+    /// `x: [N, C, H, W]` (any memory format) or `[N, C]` -> same shape and format.
     ///
     /// # Panics
-    /// In training with `splits > 1`, if `N` is not divisible by `splits`.
+    /// In training with `splits > 1`, if `N` is not divisible by `splits`; with SyncBN, if a
+    /// collective fails (a peer died or timed out), as tch's infallible ops do on libtorch errors.
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
         if !mode.train {
             return self.call(x, &self.running_mean, &self.running_var, false);
         }
         let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
+        if let Some(h) = mode.sync {
+            let dist = h.dist().expect("SyncBN: the multi-process run was dropped");
+            let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+            let (rm, rv) = (&self.running_mean, &self.running_var);
+            return sync_batch_norm(x, w, b, rm, rv, BN_MOMENTUM, BN_EPS, &dist)
+                .unwrap_or_else(|e| panic!("SyncBN: {e}"));
+        }
         if mode.splits <= 1 {
             return self.call(x, &self.running_mean, &self.running_var, true);
         }
@@ -117,8 +184,8 @@ impl BatchNorm2d {
     fn call(&self, x: &Tensor, rm: &Tensor, rv: &Tensor, train: bool) -> Tensor {
         Tensor::batch_norm(
             x,
-            Some(&self.weight),
-            Some(&self.bias),
+            self.weight.as_ref(),
+            self.bias.as_ref(),
             Some(rm),
             Some(rv),
             train,
@@ -159,10 +226,12 @@ impl BatchNorm2d {
         let xr = x.reshape([splits, m, c, h, w]).transpose(0, 1).reshape([m, splits * c, h, w]);
         let (rm, rv) = self.split_stats(splits);
         let (rm_flat, rv_flat) = (rm.view([-1]), rv.view([-1])); // [S*C], views of rm / rv
+        let weight = self.weight.as_ref().map(|w| w.repeat([splits])); // [S*C]
+        let bias = self.bias.as_ref().map(|b| b.repeat([splits])); // [S*C]
         let y = Tensor::batch_norm(
             &xr,
-            Some(&self.weight.repeat([splits])),
-            Some(&self.bias.repeat([splits])),
+            weight.as_ref(),
+            bias.as_ref(),
             Some(&rm_flat),
             Some(&rv_flat),
             true,

@@ -4,14 +4,20 @@
 //!
 //! ```text
 //! RUN_DIR/checkpoints/step-00001000/
-//!     model.safetensors      encoder_q.0.<torchvision names>, encoder_q.1.mlp.{0,2}.*,
-//!                            encoder_k.* (same), queue [dim, K], queue_ptr [1] (int64)
-//!     optimizer.safetensors  SGD momentum buffers, by parameter name (encoder_q.*)
+//!     model.safetensors      the method's tensors (below)
+//!     optimizer.safetensors  SGD momentum buffers, by parameter name (encoder_q.*, ...)
 //!     state.json             next step, epoch, seed, config, versions, last losses
 //! ```
 //!
-//! Names follow the OpenSelfSup checkpoint (METHOD.md 9.4), so a converter only changes the
-//! container. [`export_backbone`] writes the query backbone under bare torchvision names.
+//! | method | `model.safetensors` |
+//! |---|---|
+//! | MoCo v2, RegionCL-M | `encoder_q.0.<torchvision names>`, `encoder_q.1.mlp.{0,2}.*`, `encoder_k.*` (same), `queue` `[dim, K]`, `queue_ptr` `[1]` (int64) |
+//! | DenseCL, RegionCL-D | the same plus the dense head `encoder_{q,k}.1.mlp2.{0,2}.*` and `queue2`, `queue2_ptr` |
+//! | SimSiam, RegionCL-S | `encoder.0.<torchvision names>`, `encoder.1.mlp.{0,1,3,4,6,7}.*`, `predictor.{0,1,3}.*` |
+//!
+//! Names follow the OpenSelfSup / DenseCL checkpoints (METHOD.md 9.4; SimSiam's `module.encoder.*`
+//! without `module.`), so a converter only changes the container. [`export_backbone`] writes the
+//! online backbone of any method under bare torchvision names.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,7 +28,7 @@ use tch::Tensor;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::method::{MomentumContrast, StepLosses};
+use crate::method::{Pretrainer, StepLosses};
 use crate::optim::Sgd;
 
 const DIR: &str = "checkpoints";
@@ -59,8 +65,8 @@ pub struct TrainState {
     pub epoch: u64,
     /// The run's seed (every random draw is keyed by it and the step: no other RNG state).
     pub seed: u64,
-    /// Losses of the last completed step.
-    pub last: Option<[f64; 3]>,
+    /// Losses of the last completed step (older checkpoints: `[loss, loss_inst, loss_region]`).
+    pub last: Option<StepLosses>,
     /// The resolved config.
     pub config: Config,
     /// Build versions.
@@ -74,7 +80,7 @@ impl TrainState {
             step,
             epoch: step / steps_per_epoch.max(1),
             seed: config.seed,
-            last: last.map(|l| [l.loss, l.loss_inst, l.loss_region]),
+            last,
             config: config.clone(),
             versions: Versions::current(),
         }
@@ -102,7 +108,7 @@ fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// I/O failures (the previous checkpoints stay intact).
 pub fn save(
     run_dir: &Path,
-    model: &MomentumContrast,
+    model: &dyn Pretrainer,
     sgd: &Sgd,
     state: &TrainState,
     keep: u64,
@@ -116,10 +122,7 @@ pub fn save(
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
 
-    let mut tensors = model.encoder_q.store().export("encoder_q.");
-    tensors.extend(model.encoder_k.store().export("encoder_k."));
-    tensors.extend(model.queue.export());
-    write_tensors(&tmp.join("model.safetensors"), &tensors)?;
+    write_tensors(&tmp.join("model.safetensors"), &model.state_tensors())?;
     write_tensors(&tmp.join("optimizer.safetensors"), &sgd.export())?;
     let json_path = tmp.join("state.json");
     let json = serde_json::to_vec_pretty(state)
@@ -206,30 +209,25 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
 ///
 /// # Errors
 /// Missing files or tensors, or tensors that do not fit the configured model.
-pub fn load(dir: &Path, model: &mut MomentumContrast, sgd: &Sgd) -> Result<TrainState> {
+pub fn load(dir: &Path, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<TrainState> {
     let state = read_state(dir)?;
     let wrap = |e: Error| Error::Checkpoint { path: dir.to_path_buf(), message: e.to_string() };
     let tensors = read_tensors(&dir.join("model.safetensors"))?;
-    model.encoder_q.store().load(&tensors, "encoder_q.").map_err(wrap)?;
-    model.encoder_k.store().load(&tensors, "encoder_k.").map_err(wrap)?;
-    let (queue, ptr) = match (tensors.get("queue"), tensors.get("queue_ptr")) {
-        (Some(q), Some(p)) => (q, p),
-        _ => return Err(wrap(Error::Input("queue or queue_ptr missing".into()))),
-    };
-    model.queue.load(queue, ptr).map_err(wrap)?;
+    model.load_state(&tensors).map_err(wrap)?;
     sgd.load(&read_tensors(&dir.join("optimizer.safetensors"))?).map_err(wrap)?;
     Ok(state)
 }
 
-/// Writes the query backbone under bare torchvision names (`conv1.weight`, `layer1.0.bn1.running_mean`,
-/// ...): `torchvision.models.resnet50().load_state_dict(sd, strict=False)` then misses only
-/// `fc.weight` and `fc.bias`.
+/// Writes the online backbone (the query encoder's, or SimSiam's encoder's) under bare torchvision
+/// names (`conv1.weight`, `layer1.0.bn1.running_mean`, ...):
+/// `torchvision.models.resnet50().load_state_dict(sd, strict=False)` then misses only `fc.weight`
+/// and `fc.bias`.
 ///
 /// # Errors
 /// I/O failures.
-pub fn export_backbone(model: &MomentumContrast, path: &Path) -> Result<()> {
+pub fn export_backbone(model: &dyn Pretrainer, path: &Path) -> Result<()> {
     let tensors: Vec<(String, Tensor)> = model
-        .encoder_q
+        .online_encoder()
         .store()
         .export("")
         .into_iter()

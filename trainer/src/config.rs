@@ -7,13 +7,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::bn::SplitBnImpl;
+use crate::dist::{DistBackend, DistOptions};
 use crate::error::{Error, Result};
 use crate::init::InitScheme;
 use crate::loss::RegionTerms;
 use crate::model::{Arch, ResNetSpec, Stem};
 use crate::swap::SwapSampler;
 
-/// The pretraining method.
+/// The pretraining method: three base methods, each with its RegionCL variant (the base method
+/// plus the region branch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -22,6 +24,55 @@ pub enum Method {
     RegionClm,
     /// MoCo v2: the same step with the region branch off.
     MocoV2,
+    /// DenseCL (METHOD.md 5.1): MoCo v2 plus the dense head, loss and queue.
+    DenseCl,
+    /// RegionCL-D (METHOD.md 5.2): DenseCL plus the region loss through the global head.
+    RegionCld,
+    /// SimSiam (METHOD.md 6.1): predictor, negative cosine, stop-gradient; no queue.
+    SimSiam,
+    /// RegionCL-S (METHOD.md 6.2): SimSiam plus the region positives.
+    RegionCls,
+}
+
+impl Method {
+    /// Every method, base methods after their RegionCL variant.
+    pub const ALL: [Method; 6] = [
+        Method::RegionClm,
+        Method::MocoV2,
+        Method::RegionCld,
+        Method::DenseCl,
+        Method::RegionCls,
+        Method::SimSiam,
+    ];
+
+    /// The config spelling (`regionclm`, `mocov2`, `densecl`, `regioncld`, `simsiam`, `regioncls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::RegionClm => "regionclm",
+            Method::MocoV2 => "mocov2",
+            Method::DenseCl => "densecl",
+            Method::RegionCld => "regioncld",
+            Method::SimSiam => "simsiam",
+            Method::RegionCls => "regioncls",
+        }
+    }
+
+    /// Whether the region branch (swap, mask pooling, region loss) runs.
+    pub fn has_region(self) -> bool {
+        matches!(self, Method::RegionClm | Method::RegionCld | Method::RegionCls)
+    }
+
+    /// Whether the method has a momentum encoder and a queue of negatives (MoCo v2, DenseCL and
+    /// their RegionCL variants; not SimSiam).
+    pub fn uses_queue(self) -> bool {
+        !matches!(self, Method::SimSiam | Method::RegionCls)
+    }
+
+    /// The checkpoint prefix of the online encoder (backbone `0.*`, head `1.*`): `encoder_q.`, or
+    /// `encoder.` for SimSiam (which has no key encoder).
+    pub fn encoder_prefix(self) -> &'static str {
+        if self.uses_queue() { "encoder_q." } else { "encoder." }
+    }
 }
 
 /// The whole configuration.
@@ -36,8 +87,12 @@ pub struct Config {
     pub model: ModelConfig,
     /// Momentum encoder, queue, contrastive head, BN emulation.
     pub moco: MocoConfig,
-    /// Region swapping (RegionCL-M only).
+    /// Region swapping (the RegionCL variants).
     pub region: RegionConfig,
+    /// DenseCL and RegionCL-D.
+    pub densecl: DenseClConfig,
+    /// SimSiam and RegionCL-S.
+    pub simsiam: SimSiamConfig,
     /// Optimiser and schedule.
     pub optim: OptimConfig,
     /// Input data.
@@ -62,8 +117,36 @@ pub struct ModelConfig {
     pub init: InitScheme,
     /// Projector hidden width; 0 = the backbone's feature dim (2048 for ResNet-50).
     pub proj_hidden: i64,
-    /// Embedding dim.
+    /// Embedding dim (128 for the contrastive methods, 2048 for SimSiam).
     pub proj_dim: i64,
+    /// Zero the last BN scale of every residual block (SimSiam's torchvision init).
+    pub zero_init_residual: bool,
+}
+
+/// DenseCL's dense term and RegionCL-D's region weight (METHOD.md 5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DenseClConfig {
+    /// `lambda`: `L = (1 - lambda) L_single + lambda L_dense` (official 0.5).
+    pub lambda: f64,
+    /// RegionCL-D's weight `w_r` of the region term, added to the DenseCL loss. No code was
+    /// released; the default 0.5 = `1 - lambda` gives the region term the weight of the global term
+    /// it extends, as in RegionCL-M where both weigh 1 (METHOD.md 5.2).
+    pub region_weight: f64,
+}
+
+/// SimSiam's predictor and learning rate, and RegionCL-S's region weight (METHOD.md 6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSiamConfig {
+    /// Hidden width of the predictor (512 for a 2048-d projector).
+    pub pred_hidden: i64,
+    /// Keep the predictor's learning rate at the peak LR (`--fix-pred-lr` of the official recipe);
+    /// only the encoder's follows the cosine.
+    pub fix_pred_lr: bool,
+    /// RegionCL-S's weight of the region positives, added to the SimSiam loss (1, as RegionCL-M's
+    /// region term; METHOD.md 6.2).
+    pub region_weight: f64,
 }
 
 /// Momentum encoder, queue and head.
@@ -241,6 +324,28 @@ pub struct RunConfig {
     pub max_steps: u64,
     /// libtorch intra-op threads (0 = libtorch's default).
     pub threads: i64,
+    /// Collective library of a multi-process run (`torchrun`, `srun`): `auto` (NCCL on CUDA, Gloo
+    /// on the CPU), `nccl` or `gloo`. A single process has none.
+    pub dist_backend: DistBackend,
+    /// Seconds a multi-process run waits for a peer (the rendezvous, each collective) before it
+    /// fails with an error naming the rank.
+    pub dist_timeout_s: u64,
+}
+
+impl RunConfig {
+    /// How this run joins a multi-process launch: the backend, the timeout, and CUDA unless
+    /// `device = "cpu"` (or `auto` without CUDA).
+    pub fn dist_options(&self) -> DistOptions {
+        DistOptions {
+            backend: self.dist_backend,
+            cuda: match self.device {
+                DeviceChoice::Cpu => false,
+                DeviceChoice::Auto => tch::Cuda::is_available(),
+                _ => true,
+            },
+            timeout: std::time::Duration::from_secs(self.dist_timeout_s),
+        }
+    }
 }
 
 impl Default for Config {
@@ -251,6 +356,8 @@ impl Default for Config {
             model: ModelConfig::default(),
             moco: MocoConfig::default(),
             region: RegionConfig::default(),
+            densecl: DenseClConfig::default(),
+            simsiam: SimSiamConfig::default(),
             optim: OptimConfig::default(),
             data: DataConfig::default(),
             augment: AugmentConfig::default(),
@@ -268,7 +375,20 @@ impl Default for ModelConfig {
             init: InitScheme::OpenSelfSup,
             proj_hidden: 0,
             proj_dim: 128,
+            zero_init_residual: false,
         }
+    }
+}
+
+impl Default for DenseClConfig {
+    fn default() -> Self {
+        Self { lambda: 0.5, region_weight: 0.5 }
+    }
+}
+
+impl Default for SimSiamConfig {
+    fn default() -> Self {
+        Self { pred_hidden: 512, fix_pred_lr: true, region_weight: 1.0 }
     }
 }
 
@@ -355,6 +475,8 @@ impl Default for RunConfig {
             keep_checkpoints: 2,
             max_steps: 0,
             threads: 0,
+            dist_backend: DistBackend::Auto,
+            dist_timeout_s: 1800,
         }
     }
 }
@@ -414,19 +536,27 @@ impl Config {
             stem: self.model.stem,
             width: self.model.width,
             init: self.model.init,
+            zero_init_residual: self.model.zero_init_residual,
         }
     }
 
-    /// Which region terms are on (none for MoCo v2).
+    /// Which region terms are on (none for the base methods; RegionCL-S has no negatives).
     pub fn region_terms(&self) -> RegionTerms {
-        match self.method {
-            Method::MocoV2 => RegionTerms { paste: false, canvas: false, negative: false },
-            _ => RegionTerms {
-                paste: self.region.paste,
-                canvas: self.region.canvas,
-                negative: self.region.negative,
-            },
+        if !self.method.has_region() {
+            return RegionTerms { paste: false, canvas: false, negative: false };
         }
+        RegionTerms {
+            paste: self.region.paste,
+            canvas: self.region.canvas,
+            negative: self.region.negative && self.method.uses_queue(),
+        }
+    }
+
+    /// BN groups of a training forward: `moco.bn_splits` for the momentum methods (the per-GPU BN
+    /// emulation), 1 for SimSiam (SyncBN over the whole batch). The pairing is reversed inside
+    /// each group.
+    pub fn bn_groups(&self) -> i64 {
+        if self.method.uses_queue() { self.moco.bn_splits } else { 1 }
     }
 
     /// The learning rate at epoch 0 after the scaling rule.
@@ -472,7 +602,8 @@ impl Config {
             return bad("optim.epochs", "must be at least 1".into());
         }
         let q = &self.moco;
-        if q.queue_size < o.batch_size || q.queue_size % o.batch_size != 0 {
+        let queued = self.method.uses_queue();
+        if queued && (q.queue_size < o.batch_size || q.queue_size % o.batch_size != 0) {
             return bad(
                 "moco.queue_size",
                 format!("{} must be a multiple of optim.batch_size {}", q.queue_size, o.batch_size),
@@ -490,7 +621,7 @@ impl Config {
                 format!("{} must divide optim.batch_size {}", q.bn_splits, o.batch_size),
             );
         }
-        if self.region_terms().any() && (o.batch_size / q.bn_splits) % 2 != 0 {
+        if self.region_terms().any() && (o.batch_size / self.bn_groups()) % 2 != 0 {
             return bad(
                 "moco.bn_splits",
                 format!(
@@ -498,6 +629,21 @@ impl Config {
                     q.bn_splits
                 ),
             );
+        }
+        let dc = &self.densecl;
+        if !(0.0..=1.0).contains(&dc.lambda) {
+            return bad("densecl.lambda", format!("{} is not in [0, 1]", dc.lambda));
+        }
+        for (key, w) in [
+            ("densecl.region_weight", dc.region_weight),
+            ("simsiam.region_weight", self.simsiam.region_weight),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return bad(key, format!("{w} must be >= 0"));
+            }
+        }
+        if self.simsiam.pred_hidden < 1 {
+            return bad("simsiam.pred_hidden", "must be positive".into());
         }
         let d = &self.data;
         let stride = self.resnet_spec().stride();
@@ -559,7 +705,27 @@ impl Config {
         if self.run.keep_checkpoints == 0 {
             return bad("run.keep_checkpoints", "must be at least 1".into());
         }
+        if self.run.dist_timeout_s == 0 {
+            return bad("run.dist_timeout_s", "must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// A rank's share of the global batch in a world of `world` processes: `optim.batch_size`
+    /// is the global batch (the queue advances by it every step), each rank takes
+    /// `batch_size / world` samples.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `optim.batch_size` when the world does not divide it.
+    pub fn rank_batch(&self, world: usize) -> Result<i64> {
+        let (b, w) = (self.optim.batch_size, world.max(1) as i64);
+        if b % w != 0 {
+            return Err(Error::config(
+                "optim.batch_size",
+                format!("{b} (the global batch) is not divisible by the {w} processes of the run"),
+            ));
+        }
+        Ok(b / w)
     }
 }
 
@@ -680,5 +846,29 @@ mod tests {
         assert!(err("", &["nokey"]).contains("key=value"));
         assert!(err("model = 3", &[]).contains("`model`: expected a table"));
         assert!(err("[optim\n", &[]).contains("toml"));
+        assert!(err("", &["densecl.lambda=1.5"]).contains("`densecl.lambda`"));
+        assert!(err("", &["simsiam.region_weight=-1"]).contains("`simsiam.region_weight`"));
+        assert!(err("", &["method=barlow"]).contains("`method`"));
+    }
+
+    #[test]
+    fn methods_round_trip_and_their_switches() {
+        for m in Method::ALL {
+            let c = Config::from_toml(&format!("method = \"{}\"", m.as_str()), &[]).unwrap();
+            assert_eq!(c.method, m);
+            assert_eq!(c.region_terms().any(), m.has_region(), "{m:?}");
+        }
+        // SimSiam: no queue constraints, one BN group, no intra negatives.
+        let c = Config::from_toml(
+            "method = \"regioncls\"\n[optim]\nbatch_size = 384\n",
+            &["moco.bn_splits=8".into()],
+        )
+        .unwrap();
+        assert_eq!((c.bn_groups(), c.region_terms().negative), (1, false));
+        assert_eq!(c.method.encoder_prefix(), "encoder.");
+        let c = Config::from_toml("method = \"regioncld\"", &[]).unwrap();
+        assert_eq!((c.bn_groups(), c.region_terms().negative), (8, true));
+        assert_eq!(c.method.encoder_prefix(), "encoder_q.");
+        assert!(err("method = \"densecl\"\n[optim]\nbatch_size = 384\n", &[]).contains("queue"));
     }
 }

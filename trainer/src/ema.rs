@@ -35,6 +35,7 @@ mod tests {
             stem: Stem::Small,
             width: 4,
             init: crate::init::InitScheme::OpenSelfSup,
+            zero_init_residual: false,
         };
         let q = Encoder::new(spec, 16, 8, Device::Cpu, false).unwrap();
         let mut k = Encoder::new(spec, 16, 8, Device::Cpu, false).unwrap();

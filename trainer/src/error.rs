@@ -70,6 +70,19 @@ pub enum Error {
         /// The C++ exception message.
         message: String,
     },
+    /// The rendezvous or a collective of a multi-process run failed: a peer died, stalled or never
+    /// showed up (after the timeout), or the group was shut down.
+    #[error("distributed: rank {rank} of {world}: {op}: {message}")]
+    Dist {
+        /// This process's rank.
+        rank: usize,
+        /// The number of processes.
+        world: usize,
+        /// The operation, with its address and timeout for the rendezvous.
+        op: String,
+        /// The c10d message.
+        message: String,
+    },
     /// A feature is not available in this build or on this device.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -6,7 +6,10 @@
 //!   Linear layers keep PyTorch's default (Kaiming-uniform a = sqrt(5): weight and bias uniform in
 //!   +-1/sqrt(fan_in)); BN weight 1, bias 0.
 //!
-//! `zero_init_residual` is off in both. All draws come from libtorch's default generator, which the
+//! `zero_init_residual` (`model.zero_init_residual`) is off for both, on for SimSiam. Whatever the
+//! scheme, two heads keep PyTorch's default init as their official code does: DenseCL's dense 1x1
+//! convs (its neck initialiser only touches Linear and BN) and every Linear of SimSiam's projector
+//! and predictor ([`default_uniform`]). All draws come from libtorch's default generator, which the
 //! trainer seeds (`tch::manual_seed(seed)`) before building the model.
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,13 @@ pub(crate) fn linear(scheme: InitScheme, out_dim: i64, in_dim: i64) -> (Tensor, 
             (w, b)
         }
     }
+}
+
+/// PyTorch's default init of a Linear or conv weight or bias (`kaiming_uniform_(a=sqrt(5))` for the
+/// weight, the same bound for the bias): uniform in `+-1/sqrt(fan_in)`.
+pub(crate) fn default_uniform(shape: &[i64], fan_in: i64) -> Tensor {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    crate::params::empty(shape).uniform_(-bound, bound)
 }
 
 #[cfg(test)]

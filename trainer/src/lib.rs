@@ -1,9 +1,10 @@
-//! RegionCL-M and MoCo v2 pretraining on libtorch (through tch): ResNet backbones with torchvision
-//! names, the momentum encoder and queue, the single-GPU shuffle-BN emulation, colour augmentation
-//! on the device, region swapping and mask pooling, the instance and region InfoNCE losses, SGD with
-//! checkpointable state, exact resume, and the training loop.
+//! RegionCL-M / -D / -S and their base methods MoCo v2, DenseCL and SimSiam, pretrained on libtorch
+//! (through tch): ResNet backbones with torchvision names, the momentum encoder and queues, the
+//! single-GPU shuffle-BN emulation, colour augmentation on the device, region swapping and mask
+//! pooling, the instance, region and dense InfoNCE losses and SimSiam's negative cosine, SGD with
+//! checkpointable state, exact resume, and the training loop ([`Pretrainer`] per method).
 //!
-//! The method follows `METHOD.md` (sections 2-4) and the paper (Xu et al., *RegionCL*,
+//! The methods follow `METHOD.md` (sections 2-6) and the paper (Xu et al., *RegionCL*,
 //! <https://arxiv.org/abs/2111.12309>, Section 3). On CUDA the encoders run under bf16 autocast with
 //! channels_last tensors (through a small C++ shim, `csrc/torch_shim.cpp`); on the CPU in fp32, so
 //! everything runs in tests without a GPU.
@@ -29,8 +30,11 @@
 mod bn;
 mod checkpoint;
 mod config;
+mod dist;
 mod ema;
 mod error;
+mod eval;
+mod export;
 mod gpu_augment;
 mod init;
 mod input;
@@ -52,17 +56,35 @@ mod train;
 pub use crate::bn::{BatchNorm2d, BnMode, SplitBnImpl};
 pub use crate::checkpoint::{TrainState, Versions, export_backbone, latest as latest_checkpoint};
 pub use crate::config::{
-    AugmentConfig, Config, DataConfig, DataSource, DeviceChoice, LrScaling, Method, MocoConfig,
-    ModelConfig, OptimConfig, Precision, RegionConfig, RunConfig,
+    AugmentConfig, Config, DataConfig, DataSource, DenseClConfig, DeviceChoice, LrScaling, Method,
+    MocoConfig, ModelConfig, OptimConfig, Precision, RegionConfig, RunConfig, SimSiamConfig,
+};
+pub use crate::dist::{
+    Dist, DistBackend, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
 };
 pub use crate::error::{Error, Result};
+pub use crate::eval::{
+    EvalSet, EvalView, FeatureSource, Features, KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord,
+    LinearConfig, LinearEpoch, LinearReport, encode, knn_accuracy, linear_probe, load_encoder,
+    pixel_features, random_encoder, resolve_checkpoint,
+};
+pub use crate::export::{ExportFormat, backbone_tensors, detectron2_name, export_tensors};
 pub use crate::gpu_augment::{ColourOptions, colour_batch};
 pub use crate::init::InitScheme;
 pub use crate::input::{BatchSource, StepInput};
-pub use crate::loss::{RegionQueries, RegionTerms, info_nce, instance_loss, region_loss};
-pub use crate::method::{MomentumContrast, StepLosses};
+pub use crate::loss::{
+    RegionPredictions, RegionQueries, RegionTerms, dense_correspondence, dense_loss, info_nce,
+    instance_loss, negative_cosine, region_loss, region_positive_loss, simsiam_loss,
+};
+pub use crate::method::{
+    DenseContrast, MomentumContrast, MomentumEncoders, Pretrainer, SimSiam, StepLosses,
+    build_pretrainer,
+};
 pub use crate::metrics::{LogRecord, read_metrics};
-pub use crate::model::{Arch, Encoder, ResNet, ResNetSpec, Stem, l2_normalize};
+pub use crate::model::{
+    Arch, DenseHead, Encoder, HeadSpec, Predictor, Projector, ResNet, ResNetSpec, SimSiamProjector,
+    Stem, l2_normalize,
+};
 pub use crate::optim::Sgd;
 pub use crate::params::{Named, ParamStore};
 pub use crate::queue::Queue;
@@ -73,7 +95,7 @@ pub use crate::shim::{
 };
 pub use crate::source::{PhotoSource, PinnedAllocator, ShardSource, SyntheticSource, data_root};
 pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, SwapSampler, composite, mask_pool};
-pub use crate::train::{TrainOptions, TrainSummary, train};
+pub use crate::train::{TrainOptions, TrainSummary, train, train_monitored};
 
 /// Whether CUDA is usable in this process.
 pub fn cuda_available() -> bool {

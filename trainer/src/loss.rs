@@ -1,7 +1,15 @@
-//! The InfoNCE losses of RegionCL-M (paper Eq. 1 and 2; METHOD.md 2.2, 3.8, 4.2).
+//! The InfoNCE losses of RegionCL-M (paper Eq. 1 and 2; METHOD.md 2.2, 3.8, 4.2), and in submodules
+//! DenseCL's dense InfoNCE ([`dense_loss`]) and SimSiam's negative cosine ([`simsiam_loss`],
+//! [`region_positive_loss`]).
 //!
 //! All vectors are L2-normalised, so dot products are cosines; logits are divided by `tau`; each
 //! row's positive is column 0 and the loss is `mean(logsumexp(row) - row[0])`. Computed in fp32.
+
+mod cosine;
+mod dense;
+
+pub use cosine::{RegionPredictions, negative_cosine, region_positive_loss, simsiam_loss};
+pub use dense::{dense_correspondence, dense_loss};
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -40,7 +48,7 @@ pub fn info_nce(logits: &Tensor) -> Tensor {
     (logits.logsumexp([1].as_slice(), false) - logits.select(1, 0)).mean(Kind::Float)
 }
 
-fn rowdot(a: &Tensor, b: &Tensor) -> Tensor {
+pub(crate) fn rowdot(a: &Tensor, b: &Tensor) -> Tensor {
     (a * b).sum_dim_intlist([1].as_slice(), true, Kind::Float) // [N, 1]
 }
 

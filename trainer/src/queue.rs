@@ -1,5 +1,7 @@
 //! The MoCo key queue (METHOD.md 2.4): `[dim, K]`, one unit-norm key per column, plus a pointer.
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -65,12 +67,24 @@ impl Queue {
         Ok(())
     }
 
-    /// The state for a checkpoint: `queue` `[dim, K]` and `queue_ptr` `[1]` (int64).
-    pub fn export(&self) -> Vec<(String, Tensor)> {
+    /// The state for a checkpoint: `{name}` `[dim, K]` and `{name}_ptr` `[1]` (int64); the official
+    /// names are `queue` and, for DenseCL's dense queue, `queue2`.
+    pub fn export(&self, name: &str) -> Vec<(String, Tensor)> {
         vec![
-            ("queue".to_string(), self.keys.to_device(Device::Cpu).contiguous()),
-            ("queue_ptr".to_string(), Tensor::from_slice(&[self.ptr])),
+            (name.to_string(), self.keys.to_device(Device::Cpu).contiguous()),
+            (format!("{name}_ptr"), Tensor::from_slice(&[self.ptr])),
         ]
+    }
+
+    /// Restores `{name}` and `{name}_ptr` from checkpoint tensors.
+    ///
+    /// # Errors
+    /// A missing tensor or a shape mismatch.
+    pub fn load_named(&mut self, tensors: &HashMap<String, Tensor>, name: &str) -> Result<()> {
+        match (tensors.get(name), tensors.get(&format!("{name}_ptr"))) {
+            (Some(q), Some(p)) => self.load(q, p),
+            _ => Err(Error::Input(format!("`{name}` or `{name}_ptr` missing"))),
+        }
     }
 
     /// Restores from checkpoint tensors.

@@ -3,6 +3,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{DeviceChoice, Precision, RunConfig};
+use crate::dist::{Dist, DistHandle};
 use crate::error::{Error, Result};
 
 /// Where and how the step runs.
@@ -14,6 +15,8 @@ pub struct Runtime {
     pub autocast: Option<Kind>,
     /// channels_last activations and conv weights.
     pub channels_last: bool,
+    /// The multi-process run this process is a rank of (None: one process); see [`Runtime::dist`].
+    pub dist: Option<DistHandle>,
 }
 
 impl Runtime {
@@ -50,12 +53,37 @@ impl Runtime {
         if run.threads > 0 {
             tch::set_num_threads(run.threads as i32);
         }
-        Ok(Self { device, autocast, channels_last: run.channels_last && device.is_cuda() })
+        Ok(Self {
+            device,
+            autocast,
+            channels_last: run.channels_last && device.is_cuda(),
+            dist: None,
+        })
+    }
+
+    /// [`Runtime::resolve`] for a rank of `dist`: on its GPU (`cuda:LOCAL_RANK`) when the run is on
+    /// CUDA, with the run attached for the methods' collectives.
+    ///
+    /// # Errors
+    /// As [`Runtime::resolve`].
+    pub fn resolve_for(run: &RunConfig, dist: &Dist) -> Result<Self> {
+        let mut rt = Self::resolve(run)?;
+        if rt.device.is_cuda() {
+            rt.device = Device::Cuda(dist.local_rank());
+        }
+        rt.dist = dist.handle();
+        Ok(rt)
+    }
+
+    /// The run this process belongs to: a world of one unless [`Runtime::resolve_for`] attached a
+    /// multi-process run.
+    pub fn dist(&self) -> Dist {
+        self.dist.and_then(DistHandle::dist).unwrap_or_else(|| Dist::single(self.device))
     }
 
     /// fp32 on the CPU, NCHW: what tests use.
     pub fn cpu() -> Self {
-        Self { device: Device::Cpu, autocast: None, channels_last: false }
+        Self { device: Device::Cpu, autocast: None, channels_last: false, dist: None }
     }
 
     /// A short description (`cuda:0 bf16 channels_last`).

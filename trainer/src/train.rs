@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::eval::{KnnMonitor, KnnRecord};
 use crate::input::BatchSource;
-use crate::method::{MomentumContrast, StepLosses};
+use crate::method::{StepLosses, build_pretrainer};
 use crate::metrics::{LogRecord, MetricsFile};
 use crate::runtime::Runtime;
 use crate::schedule::cosine_lr;
@@ -82,13 +83,28 @@ pub fn train(
     opts: &TrainOptions,
     on_log: &mut dyn FnMut(&LogRecord),
 ) -> Result<TrainSummary> {
+    train_monitored(config, source, opts, None, on_log)
+}
+
+/// [`train`] with the online k-NN monitor (`eval/knn.rs`): at the epochs it is due and after the
+/// last step, a [`KnnRecord`] line in `metrics.jsonl`, also passed to the callback.
+///
+/// # Errors
+/// As [`train`], and the monitor's data errors.
+pub fn train_monitored(
+    config: &Config,
+    source: &mut dyn BatchSource,
+    opts: &TrainOptions,
+    mut monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
+    on_log: &mut dyn FnMut(&LogRecord),
+) -> Result<TrainSummary> {
     config.validate()?;
     let rt = Runtime::resolve(&config.run)?;
     let run_dir = opts.run_dir.as_path();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, "create", e))?;
     write_config(run_dir, config)?;
 
-    let mut model = MomentumContrast::new(config, rt)?;
+    let mut model = build_pretrainer(config, rt)?;
     let mut sgd = model.optimizer(config);
     let mut start = 0;
     let mut resumed_from = None;
@@ -96,7 +112,7 @@ pub fn train(
         && let Some(dir) = checkpoint::latest(run_dir)?
     {
         check_resumable(&checkpoint::read_state(&dir)?.config, config)?;
-        start = checkpoint::load(&dir, &mut model, &sgd)?.step;
+        start = checkpoint::load(&dir, model.as_mut(), &sgd)?.step;
         resumed_from = Some(dir);
     }
 
@@ -151,6 +167,7 @@ pub fn train(
                 loss: l.loss,
                 loss_inst: l.loss_inst,
                 loss_region: l.loss_region,
+                loss_dense: l.loss_dense,
                 lr,
                 img_per_s: steps_window as f64 * batch / dt,
                 data_wait: (wait_window / dt).min(1.0),
@@ -160,16 +177,31 @@ pub fn train(
             on_log(&record);
             (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
         }
+        // Online k-NN monitor (eval/knn.rs); its time is kept out of the img/s window.
+        if let Some((m, on_knn)) = monitor.as_mut()
+            && ((done % spe == 0 && m.due(done / spe, config.optim.epochs)) || done == end)
+        {
+            let t = Instant::now();
+            let r = m.run(model.online_encoder(), step, epoch)?;
+            metrics.write_line(&r)?;
+            on_knn(&r);
+            t_window += t.elapsed();
+        }
         let every = config.run.checkpoint_every;
         if (every > 0 && done % every == 0) || done == end {
             let state = TrainState::new(config, done, spe, Some(l));
-            checkpoint =
-                Some(checkpoint::save(run_dir, &model, &sgd, &state, config.run.keep_checkpoints)?);
+            checkpoint = Some(checkpoint::save(
+                run_dir,
+                model.as_ref(),
+                &sgd,
+                &state,
+                config.run.keep_checkpoints,
+            )?);
             saved_at = Some(done);
         }
     }
     if end > start && saved_at == Some(end) {
-        checkpoint::export_backbone(&model, &run_dir.join("backbone.safetensors"))?;
+        checkpoint::export_backbone(model.as_ref(), &run_dir.join("backbone.safetensors"))?;
     }
     Ok(TrainSummary {
         start_step: start,

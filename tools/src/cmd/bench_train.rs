@@ -2,6 +2,10 @@
 //! pixels with real per-step plans (colour parameters, swap box, pairing), on the chosen device and
 //! precision. GPU timings are synchronised (every step reads its loss back). Compare with
 //! `scripts/bench_train_torch.py` on the same card, in the same call.
+//!
+//! Each method starts from its ImageNet recipe (`configs/<method>_r50_imagenet.toml`: heads, init,
+//! tau, ...), then the flags override batch, size, BN groups and device; `--method all` times the
+//! six methods one after the other.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use regioncl_trainer::{
-    BatchSource, Config, MomentumContrast, Runtime, SyntheticSource, cosine_lr,
+    BatchSource, Config, Method, Runtime, SyntheticSource, build_pretrainer, cosine_lr,
 };
 
 /// Method to time.
@@ -19,12 +23,48 @@ pub enum BenchMethod {
     Regionclm,
     /// MoCo v2.
     Mocov2,
+    /// RegionCL-D.
+    Regioncld,
+    /// DenseCL.
+    Densecl,
+    /// RegionCL-S.
+    Regioncls,
+    /// SimSiam.
+    Simsiam,
+    /// The six methods, one after the other.
+    All,
+}
+
+impl BenchMethod {
+    fn methods(self) -> Vec<Method> {
+        match self {
+            BenchMethod::Regionclm => vec![Method::RegionClm],
+            BenchMethod::Mocov2 => vec![Method::MocoV2],
+            BenchMethod::Regioncld => vec![Method::RegionCld],
+            BenchMethod::Densecl => vec![Method::DenseCl],
+            BenchMethod::Regioncls => vec![Method::RegionCls],
+            BenchMethod::Simsiam => vec![Method::SimSiam],
+            BenchMethod::All => Method::ALL.to_vec(),
+        }
+    }
+}
+
+/// The ImageNet recipe a method's benchmark starts from.
+fn recipe(method: Method) -> &'static str {
+    match method {
+        Method::MocoV2 => "configs/mocov2_r50_imagenet.toml",
+        Method::DenseCl => "configs/densecl_r50_imagenet.toml",
+        Method::RegionCld => "configs/regioncld_r50_imagenet.toml",
+        Method::SimSiam => "configs/simsiam_r50_imagenet.toml",
+        Method::RegionCls => "configs/regioncls_r50_imagenet.toml",
+        _ => "configs/regionclm_r50_imagenet.toml",
+    }
 }
 
 /// Arguments of `regioncl bench train`.
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
-    /// Base config (default: configs/regionclm_r50_imagenet.toml of the checkout).
+    /// Base config (default: the method's configs/<method>_r50_imagenet.toml of the checkout).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Method.
@@ -39,7 +79,7 @@ pub struct BenchTrainArgs {
     /// View size in pixels.
     #[arg(long, default_value_t = 224)]
     pub size: i64,
-    /// Split-BN groups (1 = plain BN).
+    /// Split-BN groups of the momentum methods (1 = plain BN; SimSiam always uses 1).
     #[arg(long, default_value_t = 8)]
     pub bn_splits: i64,
     /// Split-BN formulation (`chunked`, `reshape`).
@@ -70,17 +110,23 @@ pub struct BenchTrainArgs {
 
 /// Runs the benchmark.
 pub fn run(args: BenchTrainArgs) -> Result<()> {
+    println!(
+        "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait"
+    );
+    for method in args.method.methods() {
+        bench_one(&args, method).with_context(|| format!("bench {}", method.as_str()))?;
+    }
+    Ok(())
+}
+
+fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
     let path = match &args.config {
         Some(p) => p.clone(),
-        None => crate::cmd::repo_file("configs/regionclm_r50_imagenet.toml")?,
-    };
-    let method = match args.method {
-        BenchMethod::Regionclm => "regionclm",
-        BenchMethod::Mocov2 => "mocov2",
+        None => crate::cmd::repo_file(recipe(method))?,
     };
     let queue = (65536 / args.batch).max(1) * args.batch;
     let mut sets = vec![
-        format!("method={method}"),
+        format!("method={}", method.as_str()),
         format!("model.arch={}", args.arch),
         format!("optim.batch_size={}", args.batch),
         format!("data.image_size={}", args.size),
@@ -96,7 +142,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let config =
         Config::load(&path, &sets).with_context(|| format!("config {}", path.display()))?;
     let rt = Runtime::resolve(&config.run)?;
-    let mut model = MomentumContrast::new(&config, rt)?;
+    let mut model = build_pretrainer(&config, rt)?;
     let mut sgd = model.optimizer(&config);
     let mut source = SyntheticSource::new(&config);
     source.seek(0)?;
@@ -115,16 +161,15 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let img_s = (args.steps as f64 * args.batch as f64) / secs;
     let ms = 1000.0 * secs / args.steps.max(1) as f64;
-    println!(
-        "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait"
-    );
+    let name = method.as_str();
+    let groups = config.bn_groups();
     println!(
         "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%",
-        method,
+        name,
         args.arch,
         args.batch,
         args.size,
-        args.bn_splits,
+        groups,
         args.bn_impl,
         rt.describe(),
         img_s,
@@ -136,8 +181,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "impl": "rust-tch", "method": method, "arch": args.arch, "batch": args.batch, "size": args.size,
-                "bn_splits": args.bn_splits, "bn_impl": args.bn_impl, "runtime": rt.describe(),
+                "impl": "rust-tch", "method": name, "arch": args.arch, "batch": args.batch, "size": args.size,
+                "bn_splits": groups, "bn_impl": args.bn_impl, "runtime": rt.describe(),
                 "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
             })
         );

@@ -6,13 +6,18 @@
 //! `regioncl convert` (`data.root`), with pinned buffers on CUDA; `"photos"` reads an image folder
 //! with the trainer's single-threaded source (`data.root`, default `$REGIONCL_DATA/imagenet-like`);
 //! `"synthetic"` uses random pixels.
+//!
+//! `--knn-train SHARDS --knn-test SHARDS [--knn-every N]` runs the online k-NN monitor (pooled
+//! backbone features, k = 20 and 200, T = 0.07) every N epochs, logged to metrics.jsonl. At the
+//! end, the charts of metrics.jsonl are drawn into `RUN_DIR/plots` (`regioncl plot`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
-    BatchSource, Config, DataSource, PhotoSource, ShardSource, SyntheticSource, TrainOptions, train,
+    BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, PhotoSource, ShardSource,
+    SyntheticSource, TrainOptions, train_monitored,
 };
 
 /// Arguments of `regioncl train`.
@@ -30,6 +35,15 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in RUN_DIR.
     #[arg(long)]
     pub resume: bool,
+    /// Online k-NN monitor: the labeled dataset (shards) whose features are the bank.
+    #[arg(long, value_name = "SHARDS", requires = "knn_test")]
+    pub knn_train: Option<PathBuf>,
+    /// Online k-NN monitor: the labeled dataset (shards) classified against the bank.
+    #[arg(long, value_name = "SHARDS", requires = "knn_train")]
+    pub knn_test: Option<PathBuf>,
+    /// Run the k-NN monitor every N epochs (and after the last step); logged to metrics.jsonl.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub knn_every: u64,
 }
 
 /// Runs the training.
@@ -57,9 +71,27 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.out.display()
     );
     let opts = TrainOptions { run_dir: args.out.clone(), resume: args.resume };
-    let summary =
-        train(&config, source.as_mut(), &opts, &mut |r| eprintln!("{}", r.progress_line()))
-            .context("training")?;
+    // The k-NN monitor (eval/knn.rs), when asked for.
+    let monitor = match (&args.knn_train, &args.knn_test) {
+        (Some(train), Some(test)) => {
+            let view = EvalView::for_crop(config.data.image_size as u32);
+            Some(KnnMonitor::new(train, test, view, args.knn_every).context("k-NN monitor")?)
+        }
+        _ => None,
+    };
+    let mut on_knn = |r: &KnnRecord| {
+        let accs: Vec<String> =
+            r.knn.iter().map(|a| format!("k={} {:.2}%", a.k, 100.0 * a.top1)).collect();
+        eprintln!("k-NN top-1 after epoch {}: {} ({:.1}s)", r.epoch, accs.join(", "), r.eval_s);
+    };
+    let summary = train_monitored(
+        &config,
+        source.as_mut(),
+        &opts,
+        monitor.as_ref().map(|m| (m, &mut on_knn as &mut dyn FnMut(&KnnRecord))),
+        &mut |r| eprintln!("{}", r.progress_line()),
+    )
+    .context("training")?;
     if let Some(dir) = &summary.resumed_from {
         eprintln!("resumed from {}", dir.display());
     }
@@ -70,5 +102,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         summary.runtime.describe(),
         summary.checkpoint.as_ref().map_or("none".into(), |p| p.display().to_string())
     );
+    // Charts of metrics.jsonl (cmd/plot.rs); a failure to draw does not fail the run.
+    match super::plot::write_plots(&args.out, &args.out.join("plots")) {
+        Ok(_) => eprintln!("plots: {}", args.out.join("plots").display()),
+        Err(e) => eprintln!("plots: not written: {e:#}"),
+    }
     Ok(())
 }

@@ -1,30 +1,86 @@
-//! Networks: the ResNet backbone, the MoCo v2 projector, and the encoder that pairs them.
+//! Networks: the ResNet backbone, the heads (MoCo v2 projector, DenseCL's dense head, SimSiam's
+//! projector and predictor), and the encoder that pairs a backbone with a head.
 
+mod dense_head;
 mod projector;
 mod resnet;
+mod simsiam_head;
 
+pub use dense_head::DenseHead;
 pub use projector::Projector;
 pub use resnet::{Arch, ResNet, ResNetSpec, Stem};
+pub use simsiam_head::{Predictor, SimSiamProjector};
 
 use tch::{Device, Kind, Tensor};
 
 use crate::bn::BnMode;
+use crate::config::{Config, Method};
 use crate::error::Result;
 use crate::params::ParamStore;
 
-/// A backbone `f` and a projector `g`, registered under OpenSelfSup's names: `0.<torchvision>` for
-/// the backbone and `1.mlp.{0,2}` for the projector (a checkpoint prefixes `encoder_q.` /
-/// `encoder_k.`).
+/// Which head an [`Encoder`] carries after its backbone (`1.*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadSpec {
+    /// MoCo v2 / RegionCL-M: Linear -> ReLU -> Linear (`1.mlp.{0,2}`), no BN.
+    Mlp {
+        /// Hidden width.
+        hidden: i64,
+        /// Embedding dim.
+        dim: i64,
+    },
+    /// DenseCL / RegionCL-D: the same global MLP plus the dense 1x1-conv head (`1.mlp2.{0,2}`).
+    Dense {
+        /// Hidden width of both branches.
+        hidden: i64,
+        /// Embedding dim of both branches.
+        dim: i64,
+    },
+    /// SimSiam / RegionCL-S: the 3-layer projector with BN (`1.mlp.{0,1,3,4,6,7}`).
+    SimSiam {
+        /// Hidden width.
+        hidden: i64,
+        /// Output dim.
+        dim: i64,
+    },
+}
+
+impl HeadSpec {
+    /// The head of `config`'s method (`model.proj_hidden`, 0 = the backbone's feature dim, and
+    /// `model.proj_dim`).
+    pub fn for_config(config: &Config) -> Self {
+        let hidden = match config.model.proj_hidden {
+            0 => config.resnet_spec().feature_dim(),
+            h => h,
+        };
+        let dim = config.model.proj_dim;
+        match config.method {
+            Method::DenseCl | Method::RegionCld => HeadSpec::Dense { hidden, dim },
+            Method::SimSiam | Method::RegionCls => HeadSpec::SimSiam { hidden, dim },
+            _ => HeadSpec::Mlp { hidden, dim },
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Head {
+    Mlp(Projector),
+    Dense(Projector, DenseHead),
+    SimSiam(SimSiamProjector),
+}
+
+/// A backbone `f` and a head `g`, registered under OpenSelfSup's names: `0.<torchvision>` for
+/// the backbone and `1.*` for the head (a checkpoint prefixes `encoder_q.` / `encoder_k.`, or
+/// `encoder.` for SimSiam).
 #[derive(Debug)]
 pub struct Encoder {
     store: ParamStore,
     backbone: ResNet,
-    projector: Projector,
+    head: Head,
 }
 
 impl Encoder {
-    /// Builds an encoder on the CPU (initialised from libtorch's default generator), then moves it
-    /// to `device`, converting conv weights to channels_last when asked.
+    /// Builds an encoder with the MoCo v2 projector ([`HeadSpec::Mlp`]); see [`Encoder::with_head`].
     ///
     /// # Errors
     /// A libtorch failure while moving or converting.
@@ -35,17 +91,50 @@ impl Encoder {
         device: Device,
         channels_last: bool,
     ) -> Result<Self> {
+        Self::with_head(spec, HeadSpec::Mlp { hidden, dim }, device, channels_last)
+    }
+
+    /// The encoder of `config`'s method ([`HeadSpec::for_config`]).
+    ///
+    /// # Errors
+    /// As [`Encoder::with_head`].
+    pub fn for_config(config: &Config, device: Device, channels_last: bool) -> Result<Self> {
+        Self::with_head(config.resnet_spec(), HeadSpec::for_config(config), device, channels_last)
+    }
+
+    /// Builds an encoder on the CPU (initialised from libtorch's default generator), then moves it
+    /// to `device`, converting conv weights to channels_last when asked.
+    ///
+    /// # Errors
+    /// A libtorch failure while moving or converting.
+    pub fn with_head(
+        spec: ResNetSpec,
+        head: HeadSpec,
+        device: Device,
+        channels_last: bool,
+    ) -> Result<Self> {
         let mut store = ParamStore::new();
         let backbone = ResNet::new(&mut store, "0", spec);
-        let projector =
-            Projector::new(&mut store, "1.mlp", spec.init, spec.feature_dim(), hidden, dim);
+        let d = spec.feature_dim();
+        let head = match head {
+            HeadSpec::Mlp { hidden, dim } => {
+                Head::Mlp(Projector::new(&mut store, "1.mlp", spec.init, d, hidden, dim))
+            }
+            HeadSpec::Dense { hidden, dim } => {
+                let mlp = Projector::new(&mut store, "1.mlp", spec.init, d, hidden, dim);
+                Head::Dense(mlp, DenseHead::new(&mut store, "1.mlp2", d, hidden, dim))
+            }
+            HeadSpec::SimSiam { hidden, dim } => {
+                Head::SimSiam(SimSiamProjector::new(&mut store, "1.mlp", d, hidden, dim))
+            }
+        };
         if device != Device::Cpu {
             store.to_device(device);
         }
         if channels_last {
             store.to_channels_last()?;
         }
-        Ok(Self { store, backbone, projector })
+        Ok(Self { store, backbone, head })
     }
 
     /// The named tensors.
@@ -71,12 +160,36 @@ impl Encoder {
         self.backbone.forward(x, mode)
     }
 
-    /// Projector `g` on pooled features.
+    /// Head `g` on pooled features, BN layers of the head (SimSiam's) on running statistics: the
+    /// evaluation path. Training uses [`Encoder::project_with`].
     ///
     /// # Shapes
     /// `v: [N, D]` -> `[N, dim]`.
     pub fn project(&self, v: &Tensor) -> Tensor {
-        self.projector.forward(v)
+        self.project_with(v, BnMode::eval())
+    }
+
+    /// Head `g` on pooled features; BN layers of the head (SimSiam's) per `mode`, statistics over
+    /// the rows of this call.
+    ///
+    /// # Shapes
+    /// `v: [N, D]` -> `[N, dim]`.
+    pub fn project_with(&self, v: &Tensor, mode: BnMode) -> Tensor {
+        match &self.head {
+            Head::Mlp(mlp) | Head::Dense(mlp, _) => mlp.forward(v),
+            Head::SimSiam(p) => p.forward(v, mode),
+        }
+    }
+
+    /// DenseCL's dense head on the feature map (not normalised); `None` for other heads.
+    ///
+    /// # Shapes
+    /// `f: [B, D, Gh, Gw]` -> `[B, dim, Gh, Gw]`.
+    pub fn project_dense(&self, f: &Tensor) -> Option<Tensor> {
+        match &self.head {
+            Head::Dense(_, dense) => Some(dense.forward(f)),
+            _ => None,
+        }
     }
 
     /// The global embedding `g(avgpool(f(x)))`, not normalised.
@@ -85,7 +198,7 @@ impl Encoder {
     /// `x: [B, 3, H, W]` -> `[B, dim]`.
     pub fn embed(&self, x: &Tensor, mode: BnMode) -> Tensor {
         let f = self.features(x, mode); // [B, D, G, G]
-        self.project(&f.mean_dim([2, 3].as_slice(), false, f.kind()))
+        self.project_with(&f.mean_dim([2, 3].as_slice(), false, f.kind()), mode)
     }
 }
 
@@ -96,5 +209,15 @@ impl Encoder {
 pub fn l2_normalize(z: &Tensor) -> Tensor {
     let z = z.to_kind(Kind::Float);
     let norm = z.norm_scalaropt_dim(2, [1].as_slice(), true).clamp_min(1e-12); // [N, 1]
+    z / norm
+}
+
+/// L2-normalises along the last dimension in fp32 (per-cell feature vectors).
+///
+/// # Shapes
+/// `z: [..., d]` -> same shape, float.
+pub(crate) fn l2_normalize_last(z: &Tensor) -> Tensor {
+    let z = z.to_kind(Kind::Float);
+    let norm = z.norm_scalaropt_dim(2, [-1].as_slice(), true).clamp_min(1e-12); // [..., 1]
     z / norm
 }

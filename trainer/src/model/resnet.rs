@@ -51,6 +51,8 @@ pub struct ResNetSpec {
     pub width: i64,
     /// Initialisation.
     pub init: InitScheme,
+    /// Zero the last BN scale of every residual block (`zero_init_residual=True`, SimSiam).
+    pub zero_init_residual: bool,
 }
 
 impl ResNetSpec {
@@ -184,6 +186,14 @@ impl ResNet {
                     );
                     (conv, BatchNorm2d::new(store, &format!("{name}.downsample.1"), cout))
                 });
+                if spec.zero_init_residual {
+                    let (_, last_bn) = convs.last().expect("a block has convs");
+                    if let Some(gamma) = last_bn.weight() {
+                        tch::no_grad(|| {
+                            let _ = gamma.shallow_clone().zero_();
+                        });
+                    }
+                }
                 blocks.push(Block { convs, downsample });
                 cin = cout;
             }
@@ -219,7 +229,7 @@ mod tests {
     use tch::{Device, Kind};
 
     fn spec(arch: Arch, stem: Stem, width: i64) -> ResNetSpec {
-        ResNetSpec { arch, stem, width, init: InitScheme::Torchvision }
+        ResNetSpec { arch, stem, width, init: InitScheme::Torchvision, zero_init_residual: false }
     }
 
     #[test]
@@ -250,5 +260,27 @@ mod tests {
         assert_eq!(y.size(), [4, s.feature_dim(), 4, 4]);
         assert_eq!(s.stride(), 8);
         assert!(store.get("0.layer1.0.conv1.weight").is_some());
+    }
+
+    /// SimSiam's `zero_init_residual`: the last BN scale of every block is 0, the others 1.
+    #[test]
+    fn zero_init_residual_zeroes_last_bn_of_each_block() {
+        let mut store = ParamStore::new();
+        let s = ResNetSpec { zero_init_residual: true, ..spec(Arch::ResNet50, Stem::Small, 4) };
+        let _ = ResNet::new(&mut store, "", s);
+        let sum = |n: &str| store.get(n).unwrap().sum(Kind::Float).double_value(&[]);
+        assert_eq!(sum("layer1.0.bn3.weight"), 0.0);
+        assert_eq!(sum("layer4.2.bn3.weight"), 0.0);
+        assert_eq!(sum("layer1.0.bn2.weight"), 4.0);
+        assert_eq!(sum("layer1.0.downsample.1.weight"), 16.0);
+        assert_eq!(sum("bn1.weight"), 4.0);
+        let mut store = ParamStore::new();
+        let s = ResNetSpec { zero_init_residual: true, ..spec(Arch::ResNet18, Stem::Small, 4) };
+        let _ = ResNet::new(&mut store, "", s);
+        assert_eq!(
+            store.get("layer2.1.bn2.weight").unwrap().abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+        assert!(store.get("layer2.1.bn1.weight").unwrap().requires_grad());
     }
 }

@@ -54,6 +54,6 @@ pub(crate) fn plan_swap(config: &Config, step: u64) -> Result<(Option<SwapBox>, 
     let mut rng = KeyedRng::new(&[config.seed, step, SWAP_STREAM]);
     let r = &config.region;
     let swap = r.sampler.sample(&mut rng, size, size, stride, r.c_lower, r.c_upper);
-    let pairing = Pairing::reversed_within(config.optim.batch_size, config.moco.bn_splits)?;
+    let pairing = Pairing::reversed_within(config.optim.batch_size, config.bn_groups())?;
     Ok((Some(swap), Some(pairing)))
 }

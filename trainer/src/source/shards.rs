@@ -81,7 +81,7 @@ impl std::fmt::Debug for ShardSource {
 impl ShardSource {
     /// Opens the dataset at `config.data.root` and plans the config's recipe: two MoCo v2 views
     /// with colour left to the trainer, the swap box (RegionCL) with the pairing inside the
-    /// `moco.bn_splits` BN groups, a full shuffle per epoch, drop_last.
+    /// BN groups ([`Config::bn_groups`]), a full shuffle per epoch, drop_last.
     ///
     /// # Errors
     /// [`Error::Data`] for a missing or invalid dataset or a config the planner refuses.
@@ -119,7 +119,7 @@ impl ShardSource {
                     view_width: spec.width,
                     view_height: spec.height,
                 },
-                bn_groups: config.moco.bn_splits as usize,
+                bn_groups: config.bn_groups() as usize,
             }
         });
         let batch = config.optim.batch_size as usize;

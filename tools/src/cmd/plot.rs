@@ -1,0 +1,271 @@
+//! `regioncl plot RUN_DIR`: PNG charts of a run's `metrics.jsonl` against the global step:
+//! `loss.png` (total, instance and region terms), `lr.png`, `throughput.png` (img/s and the
+//! data-wait share), `knn.png` (k-NN top-1 of the online monitor, when the run has it) and
+//! `overview.png` (all of them on one page), written to `RUN_DIR/plots/`.
+//!
+//! Text is rendered with ab_glyph from a TrueType font found at run time (`REGIONCL_FONT`, else
+//! DejaVu Sans / Liberation Sans / any `.ttf` under the usual font directories); on a machine with
+//! no font at all the charts are drawn without text, and a warning says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// Arguments of `regioncl plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run directory (with metrics.jsonl).
+    #[arg(value_name = "RUN_DIR")]
+    run_dir: PathBuf,
+    /// Output directory (default: RUN_DIR/plots).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Runs `regioncl plot`.
+pub fn run(args: PlotArgs) -> Result<()> {
+    let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));
+    for p in write_plots(&args.run_dir, &out)? {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// One named line: (step, value) points.
+type Series = (String, Vec<(f64, f64)>);
+
+const FAMILY: &str = "sans-serif";
+const COLORS: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+];
+
+/// Registers a TrueType font with plotters once; false when none was found.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("REGIONCL_FONT").map(PathBuf::from).into_iter().collect();
+        for p in [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/System/Library/Fonts/Supplemental/Arial.ttf",
+            "/Library/Fonts/Arial.ttf",
+        ] {
+            candidates.push(p.into());
+        }
+        for dir in ["/usr/share/fonts", "/usr/local/share/fonts"] {
+            find_ttf(Path::new(dir), 4, &mut candidates);
+        }
+        for path in candidates {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            // plotters keeps fonts for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+        eprintln!("regioncl plot: warning: no TrueType font found (set REGIONCL_FONT); charts without text");
+        false
+    })
+}
+
+fn find_ttf(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && depth > 0 {
+            find_ttf(&p, depth - 1, out);
+        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("ttf")) {
+            out.push(p);
+        }
+    }
+}
+
+/// The series of a metrics file: (loss terms, lr, throughput, k-NN top-1 per k).
+struct Metrics {
+    loss: Vec<Series>,
+    lr: Vec<Series>,
+    throughput: Vec<Series>,
+    data_wait: Vec<Series>,
+    knn: Vec<Series>,
+}
+
+fn read(path: &Path) -> Result<Metrics> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut m = Metrics {
+        loss: ["loss", "loss_inst", "loss_region"]
+            .iter()
+            .map(|n| (n.to_string(), vec![]))
+            .collect(),
+        lr: vec![("lr".into(), vec![])],
+        throughput: vec![("img/s".into(), vec![])],
+        data_wait: vec![("data wait %".into(), vec![])],
+        knn: Vec::new(),
+    };
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
+        let Some(step) = v.get("step").and_then(Value::as_f64) else { continue };
+        let x = step + 1.0; // steps done
+        if let Some(knn) = v.get("knn").and_then(Value::as_array) {
+            for a in knn {
+                let (Some(k), Some(top1)) =
+                    (a.get("k").and_then(Value::as_u64), a.get("top1").and_then(Value::as_f64))
+                else {
+                    continue;
+                };
+                let name = format!("k={k} top-1 %");
+                match m.knn.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, pts)) => pts.push((x, 100.0 * top1)),
+                    None => m.knn.push((name, vec![(x, 100.0 * top1)])),
+                }
+            }
+            continue;
+        }
+        let field = |name: &str| v.get(name).and_then(Value::as_f64);
+        for (name, pts) in &mut m.loss {
+            if let Some(y) = field(name).filter(|y| y.is_finite()) {
+                pts.push((x, y));
+            }
+        }
+        if let Some(y) = field("lr") {
+            m.lr[0].1.push((x, y));
+        }
+        if let Some(y) = field("img_per_s") {
+            m.throughput[0].1.push((x, y));
+        }
+        if let Some(y) = field("data_wait") {
+            m.data_wait[0].1.push((x, 100.0 * y));
+        }
+    }
+    Ok(m)
+}
+
+fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
+    let pts = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return None;
+    }
+    let pad = ((y1 - y0) * 0.05).max(y1.abs() * 1e-3).max(1e-9);
+    Some(((x0.min(x1 - 1.0), x1), (y0 - pad, y1 + pad)))
+}
+
+/// Draws one line chart into `area`.
+fn chart(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<()> {
+    let Some(((x0, x1), (y0, y1))) = bounds(series) else { return Ok(()) };
+    let text = font_ready();
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(12).x_label_area_size(if text { 40 } else { 8 }).y_label_area_size(if text {
+        64
+    } else {
+        8
+    });
+    if text {
+        builder.caption(title, (FAMILY, 20));
+    }
+    let mut c = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut mesh = c.configure_mesh();
+    if text {
+        mesh.x_desc("step").y_desc(y_desc).label_style((FAMILY, 14));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        if pts.len() < 40 {
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let line = c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)));
+        let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if text {
+            line.label(name.as_str()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        }
+    }
+    if text && series.len() > 1 {
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FAMILY, 14))
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Draws into an RGB buffer and writes it as a PNG (with the `image` crate, so plotters needs no
+/// image encoder of its own).
+fn png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).context("chart buffer size")?;
+    img.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the charts of `run_dir/metrics.jsonl` into `out`; returns the files written.
+///
+/// # Errors
+/// A missing or malformed metrics file, or a PNG that cannot be written.
+pub fn write_plots(run_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let m = read(&run_dir.join("metrics.jsonl"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut panels: Vec<(&str, &str, &str, &[Series])> = vec![
+        ("loss", "Loss terms", "InfoNCE loss", &m.loss),
+        ("lr", "Learning rate", "lr", &m.lr),
+        ("throughput", "Throughput", "images / s", &m.throughput),
+        ("data_wait", "Data wait", "% of step time", &m.data_wait),
+    ];
+    if !m.knn.is_empty() {
+        panels.push(("knn", "k-NN accuracy (online monitor)", "top-1 %", &m.knn));
+    }
+    let mut written = Vec::new();
+    for (name, title, y, series) in &panels {
+        let path = out.join(format!("{name}.png"));
+        png(&path, (800, 500), |a| chart(a, title, y, series))?;
+        written.push(path);
+    }
+    let path = out.join("overview.png");
+    let rows = panels.len().div_ceil(2);
+    png(&path, (1400, 450 * rows as u32), |root| {
+        for (area, (_, title, y, series)) in root.split_evenly((rows, 2)).iter().zip(&panels) {
+            chart(area, title, y, series)?;
+        }
+        Ok(())
+    })?;
+    written.push(path);
+    Ok(written)
+}

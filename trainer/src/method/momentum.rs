@@ -1,0 +1,114 @@
+//! The query encoder and its momentum (key) encoder, shared by MoCo v2 / RegionCL-M and DenseCL /
+//! RegionCL-D (METHOD.md 2.3, 2.5): construction (the key encoder an exact, frozen copy), the EMA
+//! over trainable parameters, and the key forward with shuffle-BN.
+//!
+//! [`MomentumEncoders::key_forward`] is the one place where keys cross samples before the loss:
+//! on one device it permutes the key batch with a keyed permutation and restores the order after
+//! the forward; a multi-device run replaces it with the DDP shuffle (gather, permute, scatter,
+//! unshuffle).
+
+use std::collections::HashMap;
+
+use tch::Tensor;
+
+use crate::config::Config;
+use crate::ema;
+use crate::error::Result;
+use crate::model::{Encoder, HeadSpec};
+use crate::optim::Sgd;
+use crate::rng::KeyedRng;
+use crate::runtime::Runtime;
+
+/// Key of the shuffle-BN permutation stream.
+const SHUFFLE_STREAM: u64 = 0x5348_5546;
+
+/// The query encoder (f_q, g_q) and the key encoder (f_k, g_k).
+#[derive(Debug)]
+pub struct MomentumEncoders {
+    /// Query encoder; trained by SGD.
+    pub encoder_q: Encoder,
+    /// Key encoder, an EMA copy; never receives gradients.
+    pub encoder_k: Encoder,
+    momentum: f64,
+    shuffle_keys: bool,
+    seed: u64,
+}
+
+impl MomentumEncoders {
+    /// Builds both encoders with the head of `config`'s method. Initialisation draws from
+    /// libtorch's default generator (seeded by the caller); the key encoder is then an exact copy.
+    ///
+    /// # Errors
+    /// A libtorch failure.
+    pub fn new(config: &Config, rt: &Runtime) -> Result<Self> {
+        let (spec, head) = (config.resnet_spec(), HeadSpec::for_config(config));
+        let encoder_q = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
+        let mut encoder_k = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
+        encoder_k.store().copy_from(encoder_q.store())?;
+        encoder_k.store_mut().freeze();
+        Ok(Self {
+            encoder_q,
+            encoder_k,
+            momentum: config.moco.momentum,
+            shuffle_keys: config.moco.shuffle_keys,
+            seed: config.seed,
+        })
+    }
+
+    /// `theta_k = m theta_k + (1 - m) theta_q` over trainable parameters (no grad).
+    ///
+    /// # Errors
+    /// If the encoders differ (a construction bug).
+    pub fn momentum_update(&self) -> Result<()> {
+        tch::no_grad(|| {
+            ema::momentum_update(self.encoder_k.store(), self.encoder_q.store(), self.momentum)
+        })
+    }
+
+    /// Runs `forward(encoder_k, im_k)` without gradient on the key batch shuffled by a permutation
+    /// keyed by `(seed, step)`, and un-shuffles every output along dim 0 (shuffle-BN).
+    ///
+    /// # Shapes
+    /// `im_k: [B, 3, H, W]`; each output `[B, ...]`.
+    pub fn key_forward(
+        &self,
+        im_k: &Tensor,
+        step: u64,
+        forward: impl FnOnce(&Encoder, &Tensor) -> Vec<Tensor>,
+    ) -> Vec<Tensor> {
+        tch::no_grad(|| {
+            if !self.shuffle_keys {
+                return forward(&self.encoder_k, im_k);
+            }
+            let b = im_k.size()[0];
+            let perm = KeyedRng::new(&[self.seed, step, SHUFFLE_STREAM]).permutation(b as usize);
+            let idx = crate::runtime::upload(&Tensor::from_slice(&perm), im_k.device());
+            let inv = idx.argsort(0, false);
+            let outs = forward(&self.encoder_k, &im_k.index_select(0, &idx));
+            outs.iter().map(|t| t.index_select(0, &inv)).collect()
+        })
+    }
+
+    /// The optimiser over the query encoder (one group, names `encoder_q.*`).
+    pub fn optimizer(&self, config: &Config) -> Sgd {
+        let mut sgd = Sgd::new(config.optim.momentum, true);
+        sgd.add_group(self.encoder_q.store(), "encoder_q.", config.optim.weight_decay, 1.0, None);
+        sgd
+    }
+
+    /// `encoder_q.*` and `encoder_k.*` tensors for a checkpoint.
+    pub fn export(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.encoder_q.store().export("encoder_q.");
+        tensors.extend(self.encoder_k.store().export("encoder_k."));
+        tensors
+    }
+
+    /// Restores both encoders from checkpoint tensors.
+    ///
+    /// # Errors
+    /// A missing tensor or a shape mismatch.
+    pub fn load(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        self.encoder_q.store().load(tensors, "encoder_q.")?;
+        self.encoder_k.store().load(tensors, "encoder_k.")
+    }
+}
