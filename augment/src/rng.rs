@@ -134,6 +134,14 @@ impl KeyedRng {
             items.swap(i, j);
         }
     }
+
+    /// A uniformly random permutation of `0..n`, as `i64` (the index type of tensors: what
+    /// `torch.randperm` gives).
+    pub fn permutation(&mut self, n: usize) -> Vec<i64> {
+        let mut v: Vec<i64> = (0..n as i64).collect();
+        self.shuffle(&mut v);
+        v
+    }
 }
 
 #[cfg(test)]

@@ -98,35 +98,18 @@ pub enum SwapSampler {
     Aligned,
 }
 
-fn round_half_even_div(v: i64, r: i64) -> i64 {
-    let (q, rem) = (v / r, v % r);
-    match (2 * rem).cmp(&r) {
-        std::cmp::Ordering::Greater => q + 1,
-        std::cmp::Ordering::Equal => q + (q & 1),
-        std::cmp::Ordering::Less => q,
-    }
-}
-
 impl SwapSampler {
-    /// One axis: `(pixel start, cell start)` for a box of `k` cells on an axis of `size` pixels.
-    pub fn origin(self, rng: &mut KeyedRng, size: i64, stride: i64, k: i64) -> (i64, i64) {
+    /// The loader's sampler of the same name.
+    pub fn to_loader(self) -> regioncl_loader::SwapSampler {
         match self {
-            SwapSampler::Official => {
-                let v = rng.below(size as u64) as i64;
-                let g = round_half_even_div(v, stride);
-                let s = (stride * g).min(size - 1 - stride * k);
-                (s, s / stride)
-            }
-            SwapSampler::Aligned => {
-                let grid = size / stride;
-                let x0 = rng.below((grid - k + 1) as u64) as i64;
-                (x0 * stride, x0)
-            }
+            SwapSampler::Official => regioncl_loader::SwapSampler::Official,
+            SwapSampler::Aligned => regioncl_loader::SwapSampler::Aligned,
         }
     }
 
-    /// Draws a box: width and height independently from `{c_lower..=c_upper}` cells, then the
-    /// origin per axis (width first).
+    /// Draws a box for `height x width` views on a stride-`stride` grid, `c_lower..=c_upper` cells
+    /// per side, with the loader's sampler ([`regioncl_loader::sample_swap_box`]: the same draws
+    /// as a loader plan with the same generator).
     pub fn sample(
         self,
         rng: &mut KeyedRng,
@@ -136,14 +119,26 @@ impl SwapSampler {
         c_lower: i64,
         c_upper: i64,
     ) -> SwapBox {
-        let span = (c_upper - c_lower + 1) as u64;
-        let w = c_lower + rng.below(span) as i64;
-        let h = c_lower + rng.below(span) as i64;
-        let (x, x0) = self.origin(rng, width, stride, w);
-        let (y, y0) = self.origin(rng, height, stride, h);
+        let u = |v: i64| u32::try_from(v).expect("swap geometry is validated by the config");
+        let config = regioncl_loader::SwapConfig {
+            stride: u(stride),
+            min_cells: u(c_lower),
+            max_cells: u(c_upper),
+            sampler: self.to_loader(),
+            view_width: u(width),
+            view_height: u(height),
+        };
+        SwapBox::from_loader(&regioncl_loader::sample_swap_box(&config, rng))
+    }
+}
+
+impl SwapBox {
+    /// The box of a loader plan.
+    pub fn from_loader(b: &regioncl_loader::SwapBox) -> Self {
+        let (g, p) = (b.grid, b.pixels);
         SwapBox {
-            pixel: PixelBox { x, y, w: w * stride, h: h * stride },
-            cells: CellBox { x0, y0, w, h },
+            pixel: PixelBox { x: p.x.into(), y: p.y.into(), w: p.w.into(), h: p.h.into() },
+            cells: CellBox { x0: g.x.into(), y0: g.y.into(), w: g.w.into(), h: g.h.into() },
         }
     }
 }
@@ -160,13 +155,13 @@ impl Pairing {
     /// # Errors
     /// If `b` is not divisible by `groups` or a chunk has odd size (a sample would pair with itself).
     pub fn reversed_within(b: i64, groups: i64) -> Result<Self> {
-        if groups < 1 || b % groups != 0 || (b / groups) % 2 != 0 {
-            return Err(Error::Input(format!(
-                "pairing: batch {b} must split into {groups} chunks of even size"
-            )));
-        }
-        let m = b / groups;
-        Ok(Self((0..b).map(|i| (i / m) * m + (m - 1 - i % m)).collect()))
+        let bad = || {
+            Error::Input(format!("pairing: batch {b} must split into {groups} chunks of even size"))
+        };
+        let (bu, gu) =
+            (usize::try_from(b).map_err(|_| bad())?, usize::try_from(groups).map_err(|_| bad())?);
+        let pi = regioncl_loader::pairing(bu, gu).map_err(|_| bad())?;
+        Ok(Self(pi.into_iter().map(i64::from).collect()))
     }
 
     /// Checks and wraps an explicit pairing.
@@ -296,36 +291,34 @@ mod tests {
         assert!(b.allclose(&(sum / 12.0), 1e-5, 1e-6, false));
     }
 
-    /// METHOD.md 11.3 #12: per-axis (pixel start, cell start) frequencies of the official sampler.
+    /// METHOD.md 11.3 #12 through the trainer's types: the official sampler's clamped origins
+    /// (the exhaustive table is the loader's `swap` tests), the aligned sampler's coinciding faces.
     #[test]
-    fn official_sampler_distribution() {
+    fn samplers_through_the_loader() {
         let mut rng = KeyedRng::new(&[12]);
-        let draws = 224_000;
-        let mut count = |k: i64, want: (i64, i64)| {
-            (0..draws)
-                .filter(|_| SwapSampler::Official.origin(&mut rng, 224, 32, k) == want)
-                .count() as f64
-                / draws as f64
-        };
-        assert!((count(3, (127, 3)) - 112.0 / 224.0).abs() < 0.006);
-        assert!((count(4, (95, 2)) - 143.0 / 224.0).abs() < 0.006);
-        assert!((count(5, (63, 1)) - 176.0 / 224.0).abs() < 0.006);
-        assert!((count(5, (0, 0)) - 17.0 / 224.0).abs() < 0.004);
-        // Exhaustive: every v gives x0 + k <= 6 and pixels within [0, 223).
-        for k in 3..=5 {
-            for v in 0..224 {
-                let g = round_half_even_div(v, 32);
-                let s = (32 * g).min(223 - 32 * k);
-                assert!(s / 32 + k <= 6 && s + 32 * k <= 223);
+        let draws = 20_000;
+        let mut at_127 = 0;
+        let mut threes = 0;
+        for _ in 0..draws {
+            let o = SwapSampler::Official.sample(&mut rng, 224, 224, 32, 3, 5);
+            o.validate(224, 224, 7, 7).unwrap();
+            if o.cells.w == 3 {
+                threes += 1;
+                at_127 += i32::from(o.pixel.x == 127);
             }
-        }
-        let mut rng = KeyedRng::new(&[13]);
-        for _ in 0..1000 {
             let b = SwapSampler::Aligned.sample(&mut rng, 224, 224, 32, 3, 5);
             assert_eq!(b, SwapBox::aligned(b.cells, 32));
             b.validate(224, 224, 7, 7).unwrap();
-            let o = SwapSampler::Official.sample(&mut rng, 224, 224, 32, 3, 5);
-            o.validate(224, 224, 7, 7).unwrap();
         }
+        // k = 3: the clamp puts the box at 127 px (cell 3) for 112 of the 224 draws of v.
+        let f = f64::from(at_127) / f64::from(threes);
+        assert!((f - 0.5).abs() < 0.03, "{f}");
+    }
+
+    #[test]
+    fn pairing_reverses_within_groups() {
+        assert_eq!(Pairing::reversed_within(8, 2).unwrap().indices(), &[3, 2, 1, 0, 7, 6, 5, 4]);
+        assert!(Pairing::reversed_within(6, 2).is_err());
+        assert!(Pairing::reversed_within(8, 0).is_err());
     }
 }
