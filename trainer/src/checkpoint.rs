@@ -115,7 +115,7 @@ pub fn save(
 ) -> Result<PathBuf> {
     let dir = run_dir.join(DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
-    let name = format!("{PREFIX}{:08}", state.step);
+    let name = name_of(state.step);
     let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
@@ -139,6 +139,15 @@ pub fn save(
     fsync(&dir)?;
     prune(&dir, keep)?;
     Ok(final_dir)
+}
+
+fn name_of(step: u64) -> String {
+    format!("{PREFIX}{step:08}")
+}
+
+/// Where [`save`] puts the checkpoint of `step`.
+pub(crate) fn dir_of(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join(DIR).join(name_of(step))
 }
 
 /// Complete checkpoints under `run_dir`, oldest first.

@@ -727,6 +727,45 @@ impl Config {
         }
         Ok(b / w)
     }
+
+    /// The BN groups of one rank's share of the batch in a world of `world` processes, inside
+    /// which the RegionCL pairing is reversed: [`Config::bn_groups`] counts groups of the
+    /// **global** batch, so a rank holds `bn_groups / world` of them (one = plain per-GPU BN, as
+    /// the official 8-GPU runs), and one group over every rank (SyncBN, `bn_groups = 1`) leaves
+    /// each rank one group of its own for the pairing. A world of one gives `bn_groups()`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `optim.batch_size` when the world does not divide the batch, and
+    /// `moco.bn_splits` when the groups do not spread over the ranks or a rank's group is odd
+    /// while the region branch pairs its samples.
+    pub fn rank_groups(&self, world: usize) -> Result<i64> {
+        let b = self.rank_batch(world)?;
+        let (g, w) = (self.bn_groups(), world.max(1) as i64);
+        let groups = match g {
+            _ if w == 1 => g,
+            1 => 1,
+            _ if g % w == 0 => g / w,
+            _ => {
+                return Err(Error::config(
+                    "moco.bn_splits",
+                    format!(
+                        "{g} BN groups cannot be spread over {w} processes: use 1 (SyncBN) or a \
+                         multiple of {w}"
+                    ),
+                ));
+            }
+        };
+        if self.region_terms().any() && (b % groups != 0 || (b / groups) % 2 != 0) {
+            return Err(Error::config(
+                "moco.bn_splits",
+                format!(
+                    "each rank's batch of {b} must split into {groups} BN groups of an even size \
+                     for the pairing"
+                ),
+            ));
+        }
+        Ok(groups)
+    }
 }
 
 fn type_name(v: &toml::Value) -> &'static str {

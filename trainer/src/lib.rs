@@ -93,9 +93,11 @@ pub use crate::schedule::{cosine_lr, scaled_lr};
 pub use crate::shim::{
     AutocastGuard, autocast_enabled, empty_pinned, is_channels_last, is_pinned, to_channels_last,
 };
-pub use crate::source::{PhotoSource, PinnedAllocator, ShardSource, SyntheticSource, data_root};
+pub use crate::source::{
+    PhotoSource, PinnedAllocator, RankShare, ShardSource, SyntheticSource, data_root,
+};
 pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, SwapSampler, composite, mask_pool};
-pub use crate::train::{TrainOptions, TrainSummary, train, train_monitored};
+pub use crate::train::{TrainOptions, TrainSummary, train, train_distributed, train_monitored};
 
 /// Whether CUDA is usable in this process.
 pub fn cuda_available() -> bool {

@@ -1,16 +1,26 @@
 //! The training loop: batches from a [`BatchSource`], the method's step, the per-epoch cosine LR,
 //! logging, checkpoints, resume, and the stop on a non-finite loss.
+//!
+//! In a multi-process run ([`train_distributed`]) every rank runs this loop on its share of each
+//! global batch: rank 0 alone writes the run directory (config, metrics.jsonl, checkpoints, the
+//! backbone) and calls the log callback; the other ranks meet it at a barrier after every
+//! checkpoint. The model, its queues and the optimiser state are broadcast from rank 0 at the
+//! start (after a resume too: rank 0 reads the checkpoint), the gradients are averaged by
+//! [`crate::Sgd`], and the logged losses are the means over the ranks (every rank stops alike on a
+//! non-finite one).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
+use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::eval::{KnnMonitor, KnnRecord};
 use crate::input::BatchSource;
-use crate::method::{StepLosses, build_pretrainer};
+use crate::method::{Pretrainer, StepLosses, build_pretrainer};
 use crate::metrics::{LogRecord, MetricsFile};
+use crate::optim::Sgd;
 use crate::runtime::Runtime;
 use crate::schedule::cosine_lr;
 
@@ -95,26 +105,46 @@ pub fn train_monitored(
     config: &Config,
     source: &mut dyn BatchSource,
     opts: &TrainOptions,
+    monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
+    on_log: &mut dyn FnMut(&LogRecord),
+) -> Result<TrainSummary> {
+    let dist = Dist::single(tch::Device::Cpu);
+    train_distributed(config, &dist, source, opts, monitor, on_log)
+}
+
+/// [`train_monitored`] as one rank of the multi-process run `dist` (from [`Dist::from_env`] under
+/// `torchrun` or `srun`), on `source`'s share of every global batch
+/// ([`crate::RankShare::of`]). `optim.batch_size` is the global batch.
+///
+/// Only rank 0 writes into `opts.run_dir`, runs the monitor and calls `on_log`; its
+/// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. A world of one
+/// is [`train_monitored`].
+///
+/// # Errors
+/// As [`train`]; [`Error::Dist`] when a peer dies or stalls past the timeout, or when rank 0
+/// failed to resume (its own error is in its log).
+pub fn train_distributed(
+    config: &Config,
+    dist: &Dist,
+    source: &mut dyn BatchSource,
+    opts: &TrainOptions,
     mut monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
     on_log: &mut dyn FnMut(&LogRecord),
 ) -> Result<TrainSummary> {
     config.validate()?;
-    let rt = Runtime::resolve(&config.run)?;
+    config.rank_groups(dist.world())?;
+    let rt = Runtime::resolve_for(&config.run, dist)?;
+    let main = dist.is_main();
     let run_dir = opts.run_dir.as_path();
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, "create", e))?;
-    write_config(run_dir, config)?;
+    if main {
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, "create", e))?;
+        write_config(run_dir, config)?;
+    }
 
     let mut model = build_pretrainer(config, rt)?;
     let mut sgd = model.optimizer(config);
-    let mut start = 0;
-    let mut resumed_from = None;
-    if opts.resume
-        && let Some(dir) = checkpoint::latest(run_dir)?
-    {
-        check_resumable(&checkpoint::read_state(&dir)?.config, config)?;
-        start = checkpoint::load(&dir, model.as_mut(), &sgd)?.step;
-        resumed_from = Some(dir);
-    }
+    sgd.set_dist(dist.clone());
+    let (start, resumed_from) = resume(config, dist, opts, model.as_mut(), &sgd)?;
 
     let spe = source.steps_per_epoch().max(1);
     let total = config.optim.epochs * spe;
@@ -123,7 +153,7 @@ pub fn train_monitored(
         n => n.min(total),
     };
     source.seek(start)?;
-    let mut metrics = MetricsFile::open(run_dir, start)?;
+    let mut metrics = if main { Some(MetricsFile::open(run_dir, start)?) } else { None };
     let peak = config.peak_lr();
     let batch = config.optim.batch_size as f64;
     let t_run = Instant::now();
@@ -144,7 +174,7 @@ pub fn train_monitored(
         }
         let epoch = step / spe;
         let lr = cosine_lr(peak, epoch, config.optim.epochs);
-        let l = model.step(input, &mut sgd, lr)?;
+        let l = mean_over_ranks(dist, model.step(input, &mut sgd, lr)?)?;
         if !l.is_finite() {
             return Err(Error::NonFinite {
                 step,
@@ -158,7 +188,9 @@ pub fn train_monitored(
         steps_window += 1;
 
         let done = step + 1;
-        if done % config.run.log_every == 0 || done == end {
+        if let Some(metrics) = metrics.as_mut()
+            && (done % config.run.log_every == 0 || done == end)
+        {
             let dt = t_window.elapsed().as_secs_f64().max(1e-9);
             let record = LogRecord {
                 step,
@@ -177,8 +209,8 @@ pub fn train_monitored(
             on_log(&record);
             (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
         }
-        // Online k-NN monitor (eval/knn.rs); its time is kept out of the img/s window.
-        if let Some((m, on_knn)) = monitor.as_mut()
+        // Online k-NN monitor (eval/knn.rs) on rank 0; its time is kept out of the img/s window.
+        if let (Some((m, on_knn)), Some(metrics)) = (monitor.as_mut(), metrics.as_mut())
             && ((done % spe == 0 && m.due(done / spe, config.optim.epochs)) || done == end)
         {
             let t = Instant::now();
@@ -189,18 +221,19 @@ pub fn train_monitored(
         }
         let every = config.run.checkpoint_every;
         if (every > 0 && done % every == 0) || done == end {
-            let state = TrainState::new(config, done, spe, Some(l));
-            checkpoint = Some(checkpoint::save(
-                run_dir,
-                model.as_ref(),
-                &sgd,
-                &state,
-                config.run.keep_checkpoints,
-            )?);
+            checkpoint = Some(if main {
+                let state = TrainState::new(config, done, spe, Some(l));
+                let keep = config.run.keep_checkpoints;
+                checkpoint::save(run_dir, model.as_ref(), &sgd, &state, keep)?
+            } else {
+                checkpoint::dir_of(run_dir, done)
+            });
+            // No rank runs ahead of a checkpoint being written (a restart finds it complete).
+            dist.barrier()?;
             saved_at = Some(done);
         }
     }
-    if end > start && saved_at == Some(end) {
+    if main && end > start && saved_at == Some(end) {
         checkpoint::export_backbone(model.as_ref(), &run_dir.join("backbone.safetensors"))?;
     }
     Ok(TrainSummary {
@@ -211,6 +244,68 @@ pub fn train_monitored(
         resumed_from,
         runtime: rt,
     })
+}
+
+/// Resumes (`opts.resume`) from the newest checkpoint of the run directory, read by rank 0, and
+/// makes every rank's model, queues and optimiser state rank 0's. Returns the step to start at
+/// and the checkpoint.
+fn resume(
+    config: &Config,
+    dist: &Dist,
+    opts: &TrainOptions,
+    model: &mut dyn Pretrainer,
+    sgd: &Sgd,
+) -> Result<(u64, Option<PathBuf>)> {
+    let run_dir = opts.run_dir.as_path();
+    let mut loaded = Ok(None);
+    if dist.is_main() && opts.resume {
+        loaded = (|| {
+            let Some(dir) = checkpoint::latest(run_dir)? else { return Ok(None) };
+            check_resumable(&checkpoint::read_state(&dir)?.config, config)?;
+            let step = checkpoint::load(&dir, model, sgd)?.step;
+            Ok(Some((step, dir)))
+        })();
+    }
+    if !dist.is_distributed() {
+        return loaded.map(|l| l.map_or((0, None), |(step, dir)| (step, Some(dir))));
+    }
+    // Rank 0's outcome, then its state: [ok, step].
+    let (ok, step) = match &loaded {
+        Ok(l) => (1, l.as_ref().map_or(0, |(s, _)| *s as i64)),
+        Err(_) => (0, 0),
+    };
+    let head = tch::Tensor::from_slice(&[ok, step]);
+    dist.broadcast_(&[&head], 0)?;
+    let loaded = loaded?;
+    if head.int64_value(&[0]) == 0 {
+        return Err(Error::Dist {
+            rank: dist.rank(),
+            world: dist.world(),
+            op: "resume".into(),
+            message: "rank 0 could not resume (its log has the reason)".into(),
+        });
+    }
+    let step = head.int64_value(&[1]) as u64;
+    let state = model.state_tensors();
+    dist.broadcast_(&state.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)?;
+    model.load_state(&state.into_iter().collect())?;
+    let bufs: Vec<&tch::Tensor> = sgd.groups().iter().flat_map(|g| &g.bufs).collect();
+    dist.broadcast_(&bufs, 0)?;
+    let dir = match loaded {
+        Some((_, dir)) => Some(dir),
+        None if step > 0 => Some(checkpoint::dir_of(run_dir, step)),
+        None => None,
+    };
+    Ok((step, dir))
+}
+
+/// The step's losses averaged over the ranks (each rank's are the means over its share).
+fn mean_over_ranks(dist: &Dist, l: StepLosses) -> Result<StepLosses> {
+    if !dist.is_distributed() {
+        return Ok(l);
+    }
+    let v = dist.mean_f64(&[l.loss, l.loss_inst, l.loss_region, l.loss_dense])?;
+    Ok(StepLosses { loss: v[0], loss_inst: v[1], loss_region: v[2], loss_dense: v[3] })
 }
 
 fn write_config(run_dir: &Path, config: &Config) -> Result<()> {

@@ -10,14 +10,19 @@
 //! `--knn-train SHARDS --knn-test SHARDS [--knn-every N]` runs the online k-NN monitor (pooled
 //! backbone features, k = 20 and 200, T = 0.07) every N epochs, logged to metrics.jsonl. At the
 //! end, the charts of metrics.jsonl are drawn into `RUN_DIR/plots` (`regioncl plot`).
+//!
+//! Under `torchrun --no-python --nproc-per-node N regioncl train ...` or SLURM `srun` the same
+//! command is one rank of a multi-process run (`Dist::from_env`: `run.dist_backend`,
+//! `run.dist_timeout_s`): `optim.batch_size` is the global batch, each rank reads its share, and
+//! rank 0 alone prints, writes the run directory and draws the plots.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
-    BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, PhotoSource, ShardSource,
-    SyntheticSource, TrainOptions, train_monitored,
+    BatchSource, Config, DataSource, Dist, EvalView, KnnMonitor, KnnRecord, PhotoSource, RankShare,
+    ShardSource, SyntheticSource, TrainOptions, train_distributed,
 };
 
 /// Arguments of `regioncl train`.
@@ -50,30 +55,46 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.sets)
         .with_context(|| format!("loading {}", args.config.display()))?;
+    config.validate().with_context(|| format!("checking {}", args.config.display()))?;
+    // One process, or one rank of a torchrun / srun launch.
+    let dist = Dist::from_env(&config.run.dist_options()).context("joining the run")?;
+    let share = RankShare::of(&dist);
+    let main = dist.is_main();
     let mut source: Box<dyn BatchSource> = match config.data.source {
         DataSource::Photos => {
-            Box::new(PhotoSource::new(&config).context("opening the photo source")?)
+            Box::new(PhotoSource::for_rank(&config, share).context("opening the photo source")?)
         }
-        DataSource::Synthetic => Box::new(SyntheticSource::new(&config)),
+        DataSource::Synthetic => Box::new(
+            SyntheticSource::for_rank(&config, share).context("opening the synthetic source")?,
+        ),
         DataSource::Shards => {
-            Box::new(ShardSource::new(&config).context("opening the shard loader")?)
+            Box::new(ShardSource::for_rank(&config, share).context("opening the shard loader")?)
         }
         other => anyhow::bail!("data.source {other:?} is not supported by this build"),
     };
-    eprintln!(
-        "regioncl train: {:?} {:?} batch {} lr {} ({} steps/epoch, {} epochs) -> {}",
-        config.method,
-        config.model.arch,
-        config.optim.batch_size,
-        config.peak_lr(),
-        source.steps_per_epoch(),
-        config.optim.epochs,
-        args.out.display()
-    );
+    if main {
+        eprintln!(
+            "regioncl train: {:?} {:?} batch {} lr {} ({} steps/epoch, {} epochs) -> {}",
+            config.method,
+            config.model.arch,
+            config.optim.batch_size,
+            config.peak_lr(),
+            source.steps_per_epoch(),
+            config.optim.epochs,
+            args.out.display()
+        );
+    }
+    if dist.is_distributed() {
+        eprintln!(
+            "regioncl train: {}, {} samples per rank per step",
+            dist.describe(),
+            config.optim.batch_size / dist.world() as i64
+        );
+    }
     let opts = TrainOptions { run_dir: args.out.clone(), resume: args.resume };
     // The k-NN monitor (eval/knn.rs), when asked for.
     let monitor = match (&args.knn_train, &args.knn_test) {
-        (Some(train), Some(test)) => {
+        (Some(train), Some(test)) if main => {
             let view = EvalView::for_crop(config.data.image_size as u32);
             Some(KnnMonitor::new(train, test, view, args.knn_every).context("k-NN monitor")?)
         }
@@ -84,14 +105,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
             r.knn.iter().map(|a| format!("k={} {:.2}%", a.k, 100.0 * a.top1)).collect();
         eprintln!("k-NN top-1 after epoch {}: {} ({:.1}s)", r.epoch, accs.join(", "), r.eval_s);
     };
-    let summary = train_monitored(
+    let summary = train_distributed(
         &config,
+        &dist,
         source.as_mut(),
         &opts,
         monitor.as_ref().map(|m| (m, &mut on_knn as &mut dyn FnMut(&KnnRecord))),
         &mut |r| eprintln!("{}", r.progress_line()),
     )
-    .context("training")?;
+    .with_context(|| format!("training ({})", dist.describe()))?;
+    dist.shutdown().context("leaving the run")?;
+    if !main {
+        return Ok(());
+    }
     if let Some(dir) = &summary.resumed_from {
         eprintln!("resumed from {}", dir.display());
     }

@@ -44,17 +44,18 @@ pub(crate) fn colour_views(rt: &Runtime, input: &StepInput) -> Result<(Tensor, T
     Ok((out.pop().expect("two views"), second))
 }
 
-/// Checks that a batch of `b` splits into `groups` BN groups and, for the queues of `queue_len`
-/// columns, that every enqueue fills whole columns.
+/// Checks that a rank's batch of `b` splits into `groups` BN groups and, for the queues of
+/// `queue_len` columns, that every enqueue of the keys of all `world` ranks fills whole columns.
 ///
 /// # Errors
 /// [`Error::Input`] naming the mismatch.
-pub(crate) fn check_batch(b: i64, groups: i64, queue_len: &[i64]) -> Result<()> {
+pub(crate) fn check_batch(b: i64, groups: i64, world: i64, queue_len: &[i64]) -> Result<()> {
     if b % groups != 0 {
         return Err(Error::Input(format!("batch {b} not divisible into {groups} BN groups")));
     }
-    if let Some(k) = queue_len.iter().find(|&&k| k % b != 0) {
-        return Err(Error::Input(format!("queue {k} is not a multiple of batch {b}")));
+    let global = b * world;
+    if let Some(k) = queue_len.iter().find(|&&k| k % global != 0) {
+        return Err(Error::Input(format!("queue {k} is not a multiple of batch {global}")));
     }
     Ok(())
 }
@@ -231,8 +232,10 @@ mod tests {
         assert_eq!((l.loss, l.loss_inst, l.loss_dense, l.loss_region), (3.75, 2.0, 4.0, 3.0));
         let l = Terms::new((s(2.0), 1.0), None, None).read();
         assert_eq!((l.loss, l.loss_dense, l.loss_region), (2.0, 0.0, 0.0));
-        assert!(check_batch(8, 2, &[64, 32]).is_ok());
-        assert!(check_batch(8, 3, &[]).is_err());
-        assert!(check_batch(8, 2, &[20]).is_err());
+        assert!(check_batch(8, 2, 1, &[64, 32]).is_ok());
+        assert!(check_batch(8, 3, 1, &[]).is_err());
+        assert!(check_batch(8, 2, 1, &[20]).is_err());
+        assert!(check_batch(8, 2, 2, &[64]).is_ok());
+        assert!(check_batch(8, 2, 2, &[24]).is_err(), "2 ranks enqueue 16 keys a step");
     }
 }

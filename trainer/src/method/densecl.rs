@@ -40,10 +40,12 @@ use crate::runtime::Runtime;
 /// The keys of one step, in batch order: what the loss and the queues take.
 #[derive(Debug)]
 struct DenseKeys {
-    /// Global keys `[B, dim]` (into `queue`).
+    /// Global keys of this rank's samples `[B, dim]`.
     k: Tensor,
-    /// Pooled dense keys `[B, dim]` (into `queue2`).
-    k2: Tensor,
+    /// Global keys of every rank's samples `[world * B, dim]` (into `queue`).
+    k_all: Tensor,
+    /// Pooled dense keys of every rank's samples `[world * B, dim]` (into `queue2`).
+    k2_all: Tensor,
     /// Dense keys per cell `[B, S, dim]`.
     k_grid: Tensor,
     /// Backbone features per cell `[B, S, D]`, unit rows.
@@ -85,16 +87,17 @@ impl DenseContrast {
             queue,
             queue2,
             method: config.method,
-            rt,
             terms: config.region_terms(),
             tau: config.moco.tau,
             lambda: config.densecl.lambda,
             region_weight: config.densecl.region_weight,
-            bn: BnMode::train(config.moco.bn_splits, config.moco.bn_impl),
+            bn: BnMode::for_rank(config.moco.bn_splits, config.moco.bn_impl, &rt.dist())?,
+            rt,
         })
     }
 
-    /// Global, pooled dense, per-cell dense and backbone keys of the key view (shuffle-BN).
+    /// Global, pooled dense, per-cell dense and backbone keys of the key view (shuffle-BN); the
+    /// queues' keys of every rank.
     fn keys(&self, im_k: &Tensor, step: u64) -> Result<DenseKeys> {
         let mode = self.bn;
         let mut out = self.encoders.key_forward(im_k, step, |enc, x| {
@@ -103,10 +106,17 @@ impl DenseContrast {
             let dense = enc.project_dense(&f).expect("DenseCL encoder has a dense head"); // [B, dim, G, G]
             let k2 = l2_normalize(&avg_pool(&dense)); // [B, dim]
             vec![k, k2, l2_normalize_last(&cells(&dense)), l2_normalize_last(&cells(&f))]
-        });
+        })?;
         let (k_b, k_grid, k2, k) = (out.pop(), out.pop(), out.pop(), out.pop());
+        let local = |t: Tensor| self.encoders.local(&t);
         match (k, k2, k_grid, k_b) {
-            (Some(k), Some(k2), Some(k_grid), Some(k_b)) => Ok(DenseKeys { k, k2, k_grid, k_b }),
+            (Some(k_all), Some(k2_all), Some(k_grid), Some(k_b)) => Ok(DenseKeys {
+                k: local(k_all.shallow_clone()),
+                k_all,
+                k2_all,
+                k_grid: local(k_grid),
+                k_b: local(k_b),
+            }),
             _ => Err(Error::Input("dense key forward: missing outputs".into())),
         }
     }
@@ -119,7 +129,8 @@ impl DenseContrast {
         im_q: &Tensor,
         im_k: &Tensor,
     ) -> Result<(Terms, DenseKeys)> {
-        check_batch(im_q.size()[0], self.bn.splits, &[self.queue.len(), self.queue2.len()])?;
+        let (b, world) = (im_q.size()[0], self.encoders.world());
+        check_batch(b, self.bn.splits, world, &[self.queue.len(), self.queue2.len()])?;
         let enc_q = &self.encoders.encoder_q;
         let (q, q_grid, fq, region) = {
             let _ac = autocast(&self.rt, true)?;
@@ -174,8 +185,8 @@ impl Pretrainer for DenseContrast {
         let (im_q, im_k) = colour_views(&self.rt, &input)?;
         let (terms, keys) = self.losses(&input, &im_q, &im_k)?;
         optimize(&terms.total, sgd, lr)?;
-        self.queue.enqueue(&keys.k)?;
-        self.queue2.enqueue(&keys.k2)?;
+        self.queue.enqueue(&keys.k_all)?;
+        self.queue2.enqueue(&keys.k2_all)?;
         let out = terms.read();
         drop(input);
         Ok(out)

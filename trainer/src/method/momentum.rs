@@ -4,14 +4,16 @@
 //!
 //! [`MomentumEncoders::key_forward`] is the one place where keys cross samples before the loss:
 //! on one device it permutes the key batch with a keyed permutation and restores the order after
-//! the forward; a multi-device run replaces it with the DDP shuffle (gather, permute, scatter,
-//! unshuffle).
+//! the forward; in a multi-process run it is the DDP shuffle across ranks
+//! ([`crate::Dist::shuffled_forward`]: gather, permute, forward this rank's slice, gather,
+//! unshuffle), and it returns the keys of every rank, for the queues.
 
 use std::collections::HashMap;
 
 use tch::Tensor;
 
 use crate::config::Config;
+use crate::dist::Dist;
 use crate::ema;
 use crate::error::Result;
 use crate::model::{Encoder, HeadSpec};
@@ -32,6 +34,7 @@ pub struct MomentumEncoders {
     momentum: f64,
     shuffle_keys: bool,
     seed: u64,
+    dist: Dist,
 }
 
 impl MomentumEncoders {
@@ -52,6 +55,7 @@ impl MomentumEncoders {
             momentum: config.moco.momentum,
             shuffle_keys: config.moco.shuffle_keys,
             seed: config.seed,
+            dist: rt.dist(),
         })
     }
 
@@ -66,27 +70,61 @@ impl MomentumEncoders {
     }
 
     /// Runs `forward(encoder_k, im_k)` without gradient on the key batch shuffled by a permutation
-    /// keyed by `(seed, step)`, and un-shuffles every output along dim 0 (shuffle-BN).
+    /// keyed by `(seed, step)`, and un-shuffles every output along dim 0 (shuffle-BN). In a
+    /// multi-process run the permutation is of the global batch and spreads it over the ranks
+    /// ([`Dist::shuffled_forward`]); without `moco.shuffle_keys` each rank forwards its own batch
+    /// and the outputs are gathered.
+    ///
+    /// Every output comes back for the **global** batch, rank `r`'s samples at rows
+    /// `[r B, (r + 1) B)` (see [`MomentumEncoders::local`]); for one process that is its batch.
     ///
     /// # Shapes
-    /// `im_k: [B, 3, H, W]`; each output `[B, ...]`.
+    /// `im_k: [B, 3, H, W]` (this rank's share); each output `[world * B, ...]`.
+    ///
+    /// # Errors
+    /// A failed collective ([`crate::Error::Dist`]).
     pub fn key_forward(
         &self,
         im_k: &Tensor,
         step: u64,
         forward: impl FnOnce(&Encoder, &Tensor) -> Vec<Tensor>,
-    ) -> Vec<Tensor> {
+    ) -> Result<Vec<Tensor>> {
         tch::no_grad(|| {
+            let dist = &self.dist;
             if !self.shuffle_keys {
-                return forward(&self.encoder_k, im_k);
+                let outs = forward(&self.encoder_k, im_k);
+                return outs.iter().map(|t| dist.all_gather(t)).collect();
+            }
+            if dist.is_distributed() {
+                let total = im_k.size()[0] as usize * dist.world();
+                let perm = Dist::shared_permutation(total, self.seed, step, SHUFFLE_STREAM);
+                return dist.shuffled_forward(im_k, &perm, |x| forward(&self.encoder_k, x));
             }
             let b = im_k.size()[0];
             let perm = KeyedRng::new(&[self.seed, step, SHUFFLE_STREAM]).permutation(b as usize);
             let idx = crate::runtime::upload(&Tensor::from_slice(&perm), im_k.device());
             let inv = idx.argsort(0, false);
             let outs = forward(&self.encoder_k, &im_k.index_select(0, &idx));
-            outs.iter().map(|t| t.index_select(0, &inv)).collect()
+            Ok(outs.iter().map(|t| t.index_select(0, &inv)).collect())
         })
+    }
+
+    /// This rank's rows of a global-batch output of [`MomentumEncoders::key_forward`].
+    ///
+    /// # Shapes
+    /// `all: [world * B, ...]` -> `[B, ...]` (a view).
+    pub fn local(&self, all: &Tensor) -> Tensor {
+        let world = self.dist.world() as i64;
+        if world == 1 {
+            return all.shallow_clone();
+        }
+        let b = all.size()[0] / world;
+        all.narrow(0, self.dist.rank() as i64 * b, b)
+    }
+
+    /// The number of processes whose keys each step enqueues.
+    pub fn world(&self) -> i64 {
+        self.dist.world() as i64
     }
 
     /// The optimiser over the query encoder (one group, names `encoder_q.*`).

@@ -61,31 +61,37 @@ impl MomentumContrast {
             encoders,
             queue,
             method: config.method,
-            rt,
             terms: config.region_terms(),
             tau: config.moco.tau,
-            bn: BnMode::train(config.moco.bn_splits, config.moco.bn_impl),
+            bn: BnMode::for_rank(config.moco.bn_splits, config.moco.bn_impl, &rt.dist())?,
+            rt,
         })
     }
 
     /// Keys of the (colour-augmented) key view through the key encoder, with shuffle-BN: a keyed
-    /// random permutation before the forward, its inverse after.
+    /// random permutation before the forward, its inverse after
+    /// ([`MomentumEncoders::key_forward`]). The keys of every rank, in rank order.
     ///
     /// # Shapes
-    /// `im_k: [B, 3, H, W]` -> `[B, dim]` unit rows (fp32).
-    pub fn keys(&self, im_k: &Tensor, step: u64, mode: BnMode) -> Tensor {
-        let mut out =
-            self.encoders.key_forward(im_k, step, |enc, x| vec![l2_normalize(&enc.embed(x, mode))]);
-        out.pop().expect("one output")
+    /// `im_k: [B, 3, H, W]` -> `[world * B, dim]` unit rows (fp32).
+    ///
+    /// # Errors
+    /// A failed collective.
+    pub fn keys(&self, im_k: &Tensor, step: u64, mode: BnMode) -> Result<Tensor> {
+        let mut out = self
+            .encoders
+            .key_forward(im_k, step, |enc, x| vec![l2_normalize(&enc.embed(x, mode))])?;
+        Ok(out.pop().expect("one output"))
     }
 
-    /// The loss terms of one step (graph attached to the query encoder), and the keys to enqueue.
-    /// Runs the EMA update of the key encoder.
+    /// The loss terms of one step (graph attached to the query encoder), and the keys to enqueue
+    /// (every rank's). Runs the EMA update of the key encoder.
     ///
     /// # Shapes
-    /// `im_q, im_k: [B, 3, H, W]` normalised -> keys `[B, dim]`.
+    /// `im_q, im_k: [B, 3, H, W]` normalised -> keys `[world * B, dim]`.
     fn losses(&self, input: &StepInput, im_q: &Tensor, im_k: &Tensor) -> Result<(Terms, Tensor)> {
-        check_batch(im_q.size()[0], self.bn.splits, &[self.queue.len()])?;
+        let world = self.encoders.world();
+        check_batch(im_q.size()[0], self.bn.splits, world, &[self.queue.len()])?;
         let enc_q = &self.encoders.encoder_q;
         let (q, region) = {
             let _ac = autocast(&self.rt, true)?;
@@ -100,15 +106,16 @@ impl MomentumContrast {
             self.encoders.momentum_update()?;
             (q, region)
         };
-        let k = {
+        let k_all = {
             let _ac = autocast(&self.rt, true)?;
-            self.keys(im_k, input.step, self.bn)
+            self.keys(im_k, input.step, self.bn)?
         };
+        let k = self.encoders.local(&k_all); // [B, dim]
         let _fp32 = autocast(&self.rt, false)?;
         let queue = self.queue.keys(); // [dim, K], written only after the backward
         let inst = instance_loss(&q, &k, queue, self.tau);
         let region = region.map(|r| (region_loss(&r, &k, queue, self.tau, self.terms), 1.0));
-        Ok((Terms::new((inst, 1.0), None, region), k))
+        Ok((Terms::new((inst, 1.0), None, region), k_all))
     }
 }
 
@@ -168,11 +175,11 @@ mod tests {
         let config = tiny_config(Method::RegionClm);
         let m = MomentumContrast::new(&config, Runtime::cpu()).unwrap();
         let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
-        let shuffled = m.keys(&x, 3, BnMode::eval());
+        let shuffled = m.keys(&x, 3, BnMode::eval()).unwrap();
         let plain = tch::no_grad(|| l2_normalize(&m.encoders.encoder_k.embed(&x, BnMode::eval())));
         assert!(shuffled.allclose(&plain, 1e-5, 1e-6, false));
         // In train mode with split BN the shuffle changes the groups, hence the keys.
-        let t = m.keys(&x, 3, BnMode::train(2, SplitBnImpl::Chunked));
+        let t = m.keys(&x, 3, BnMode::train(2, SplitBnImpl::Chunked)).unwrap();
         let p = tch::no_grad(|| {
             l2_normalize(&m.encoders.encoder_k.embed(&x, BnMode::train(2, SplitBnImpl::Chunked)))
         });

@@ -13,8 +13,9 @@
 //! 4. backward, SGD (the predictor at a fixed LR with `fix_pred_lr`).
 //!
 //! No momentum encoder, no queue, no negatives: RegionCL-S only adds positives (the paper: "we
-//! only enrich the positive pairs"). BN is plain BN over the whole batch (the official SyncBN on
-//! one device). RegionCL-S's code was never released (METHOD.md 10.10); this follows METHOD.md 6.2.
+//! only enrich the positive pairs"). BN is the official SyncBN: statistics over the whole global
+//! batch, every rank's samples together in a multi-process run ([`crate::sync_batch_norm`]), plain
+//! BN over the batch on one device. The region pairing stays inside each rank's batch. RegionCL-S's code was never released (METHOD.md 10.10); this follows METHOD.md 6.2.
 
 use std::collections::HashMap;
 
@@ -61,11 +62,11 @@ impl SimSiam {
             encoder,
             predictor,
             method: config.method,
-            rt,
             terms: config.region_terms(),
             region_weight: config.simsiam.region_weight,
             fixed_pred_lr: config.simsiam.fix_pred_lr.then(|| config.peak_lr()),
-            bn: BnMode::train(1, SplitBnImpl::Chunked),
+            bn: BnMode::for_rank(1, SplitBnImpl::Chunked, &rt.dist())?,
+            rt,
         })
     }
 

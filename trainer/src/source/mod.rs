@@ -15,6 +15,7 @@ pub use synthetic::SyntheticSource;
 use regioncl_augment::ViewSpec;
 
 use crate::config::Config;
+use crate::dist::Dist;
 use crate::error::Result;
 use crate::rng::KeyedRng;
 use crate::swap::{Pairing, SwapBox};
@@ -44,8 +45,53 @@ pub(crate) fn view_spec(config: &Config) -> ViewSpec {
     }
 }
 
-/// The swap box and pairing of global `step` (None for MoCo v2).
-pub(crate) fn plan_swap(config: &Config, step: u64) -> Result<(Option<SwapBox>, Option<Pairing>)> {
+/// Which part of every global batch a process reads: rank `rank` of a world of `world`.
+///
+/// `optim.batch_size` is the global batch; each step, rank `r` takes the `r`-th contiguous
+/// `batch_size / world` samples of it, so the ranks' samples are disjoint and together the batch
+/// a single process would read (the photo and synthetic sources), or the `r`-th block of every
+/// epoch's order (the shard loader's [`regioncl_loader::Order`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RankShare {
+    /// This process's rank.
+    pub rank: usize,
+    /// The number of processes.
+    pub world: usize,
+}
+
+impl RankShare {
+    /// The whole batch: one process.
+    pub const WHOLE: Self = Self { rank: 0, world: 1 };
+
+    /// This process's share in `dist`.
+    pub fn of(dist: &Dist) -> Self {
+        Self { rank: dist.rank(), world: dist.world() }
+    }
+
+    /// Checks the share against `config`; returns the rank's batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`]: a rank outside the world, or a batch or BN groups that the world
+    /// does not divide ([`Config::rank_groups`]).
+    pub(crate) fn rank_batch(&self, config: &Config) -> Result<i64> {
+        if self.rank >= self.world {
+            return Err(crate::error::Error::config(
+                "RANK",
+                format!("rank {} is not in a world of {}", self.rank, self.world),
+            ));
+        }
+        config.rank_groups(self.world)?;
+        config.rank_batch(self.world)
+    }
+}
+
+/// The swap box of global `step` (the same on every rank) and the pairing of this rank's share,
+/// reversed inside each of its BN groups (None for the base methods).
+pub(crate) fn plan_swap(
+    config: &Config,
+    step: u64,
+    share: RankShare,
+) -> Result<(Option<SwapBox>, Option<Pairing>)> {
     if !config.region_terms().any() {
         return Ok((None, None));
     }
@@ -54,6 +100,7 @@ pub(crate) fn plan_swap(config: &Config, step: u64) -> Result<(Option<SwapBox>, 
     let mut rng = KeyedRng::new(&[config.seed, step, SWAP_STREAM]);
     let r = &config.region;
     let swap = r.sampler.sample(&mut rng, size, size, stride, r.c_lower, r.c_upper);
-    let pairing = Pairing::reversed_within(config.optim.batch_size, config.bn_groups())?;
+    let b = config.rank_batch(share.world)?;
+    let pairing = Pairing::reversed_within(b, config.rank_groups(share.world)?)?;
     Ok((Some(swap), Some(pairing)))
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::input::{BatchSource, StepInput};
 use crate::rng::KeyedRng;
-use crate::source::{plan_swap, view_spec};
+use crate::source::{RankShare, plan_swap, view_spec};
 
 /// Key of the per-epoch order stream.
 const ORDER_STREAM: u64 = 0x4f52_4452;
@@ -48,6 +48,7 @@ fn list_jpegs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 #[derive(Debug)]
 pub struct PhotoSource {
     config: Config,
+    share: RankShare,
     files: Vec<Vec<u8>>,
     steps_per_epoch: u64,
     step: u64,
@@ -63,6 +64,18 @@ impl PhotoSource {
     /// [`Error::Data`] when the folder is missing (run `make data`) or holds fewer images than a
     /// batch; [`Error::Io`] on read errors.
     pub fn new(config: &Config) -> Result<Self> {
+        Self::for_rank(config, RankShare::WHOLE)
+    }
+
+    /// [`PhotoSource::new`] for one rank of a multi-process run: every step it renders its
+    /// `share` of the global batch (the same samples, with the same view parameters, that one
+    /// process renders at those positions of the batch).
+    ///
+    /// # Errors
+    /// As [`PhotoSource::new`]; [`Error::Config`] when the world does not divide the batch or
+    /// its BN groups.
+    pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
+        share.rank_batch(config)?;
         let root = if config.data.root.is_empty() {
             data_root().join("imagenet-like")
         } else {
@@ -95,6 +108,7 @@ impl PhotoSource {
         };
         Ok(Self {
             config: config.clone(),
+            share,
             files,
             steps_per_epoch,
             step: 0,
@@ -112,6 +126,18 @@ impl PhotoSource {
     /// Whether there are no images (never: `new` refuses that).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// The records (indices into the sorted file list) this rank renders at global `step`, in
+    /// batch order.
+    pub fn records(&mut self, step: u64) -> Vec<usize> {
+        let epoch = step / self.steps_per_epoch;
+        let b = self.config.optim.batch_size as usize;
+        let local = b / self.share.world;
+        let first = (step % self.steps_per_epoch) as usize * b + self.share.rank * local;
+        let n = self.files.len();
+        let order = self.order(epoch);
+        (0..local).map(|i| order[(first + i) % n] as usize).collect()
     }
 
     fn order(&mut self, epoch: u64) -> &[i64] {
@@ -179,23 +205,21 @@ impl BatchSource for PhotoSource {
         let step = self.step;
         self.step += 1;
         let epoch = step / self.steps_per_epoch;
-        let b = self.config.optim.batch_size as usize;
+        let records = self.records(step);
+        let b = records.len();
+        // Keys by position in the global batch: rank r's sample i is sample r b + i of it.
+        let offset = self.share.rank * b;
         let s = self.config.data.image_size;
-        let first = (step % self.steps_per_epoch) as usize * b;
-        let n = self.files.len();
-        let records: Vec<usize> = {
-            let order = self.order(epoch);
-            (0..b).map(|i| order[(first + i) % n] as usize).collect()
-        };
         let mut bufs = vec![vec![0u8; b * (s * s * 3) as usize]; 2];
         let mut params = vec![Vec::with_capacity(b), Vec::with_capacity(b)];
         let seed = self.config.seed;
         for (i, &record) in records.iter().enumerate() {
-            let p = self.render(record, [seed, epoch, step, i as u64], &mut bufs, i)?;
+            let key = [seed, epoch, step, (offset + i) as u64];
+            let p = self.render(record, key, &mut bufs, i)?;
             params[0].push(p[0]);
             params[1].push(p[1]);
         }
-        let (swap, pairing) = plan_swap(&self.config, step)?;
+        let (swap, pairing) = plan_swap(&self.config, step, self.share)?;
         let views =
             bufs.iter().map(|buf| Tensor::from_slice(buf).view([b as i64, s, s, 3])).collect();
         Ok(StepInput { epoch, step, views, params, flipped: true, swap, pairing, hold: None })

@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::input::{BatchSource, StepInput};
-use crate::source::view_spec;
+use crate::source::{RankShare, view_spec};
 use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, SwapSampler};
 
 fn loader_err(e: regioncl_loader::Error) -> Error {
@@ -86,6 +86,20 @@ impl ShardSource {
     /// # Errors
     /// [`Error::Data`] for a missing or invalid dataset or a config the planner refuses.
     pub fn new(config: &Config) -> Result<Self> {
+        Self::for_rank(config, RankShare::WHOLE)
+    }
+
+    /// [`ShardSource::new`] for one rank of a multi-process run: the rank reads the `share.rank`-th
+    /// disjoint block of every epoch's order ([`regioncl_loader::Order`], drop_last over the
+    /// ranks) in batches of `batch_size / world`, its pairing inside its own BN groups; the swap
+    /// box of a step is the same on every rank.
+    ///
+    /// # Errors
+    /// As [`ShardSource::new`]; [`Error::Config`] when the world does not divide the batch or its
+    /// BN groups.
+    pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
+        let batch = share.rank_batch(config)? as usize;
+        let bn_groups = config.rank_groups(share.world)? as usize;
         let root = Path::new(&config.data.root);
         if config.data.root.is_empty() || !root.is_dir() {
             return Err(Error::config(
@@ -96,8 +110,9 @@ impl ShardSource {
         let dataset = Arc::new(Dataset::open(root).map_err(loader_err)?);
         let lens =
             (0..dataset.shards().len()).map(|s| dataset.shard_range(s).len() as u64).collect();
-        let order = Order::new(OrderKind::Shuffle, config.seed, lens, 0, 1, Tail::Drop)
-            .map_err(loader_err)?;
+        let order =
+            Order::new(OrderKind::Shuffle, config.seed, lens, share.rank, share.world, Tail::Drop)
+                .map_err(loader_err)?;
         let spec = view_spec(config);
         let recipe = Recipe {
             views: vec![spec; 2],
@@ -119,10 +134,9 @@ impl ShardSource {
                     view_width: spec.width,
                     view_height: spec.height,
                 },
-                bn_groups: config.bn_groups() as usize,
+                bn_groups,
             }
         });
-        let batch = config.optim.batch_size as usize;
         let planner = Planner::new(config.seed, batch, recipe, swap, order, dataset.clone())
             .map_err(loader_err)?;
         let steps_per_epoch = planner.steps_per_epoch();
@@ -137,6 +151,12 @@ impl ShardSource {
             n => n as usize,
         };
         Ok(Self { dataset, planner, pipeline: None, threads, steps_per_epoch, stride })
+    }
+
+    /// The record indices this rank reads at global `step`, in batch order.
+    pub fn records(&mut self, step: u64) -> Vec<u64> {
+        let spe = self.steps_per_epoch;
+        self.planner.plan(step / spe, step % spe).indices
     }
 
     fn convert(&self, batch: Batch) -> Result<StepInput> {

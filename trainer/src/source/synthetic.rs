@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::input::{BatchSource, StepInput};
 use crate::rng::KeyedRng;
-use crate::source::{plan_swap, view_spec};
+use crate::source::{RankShare, plan_swap, view_spec};
 
 /// A source of random images: the pixels of two view batches are drawn once (keyed by the seed;
 /// pinned host memory when CUDA is present) and reused every step; colour parameters, box and
@@ -15,6 +15,7 @@ use crate::source::{plan_swap, view_spec};
 #[derive(Debug)]
 pub struct SyntheticSource {
     config: Config,
+    share: RankShare,
     views: Vec<Tensor>,
     step: u64,
 }
@@ -22,23 +23,42 @@ pub struct SyntheticSource {
 impl SyntheticSource {
     /// Pixels for `config.optim.batch_size` samples of `config.data.image_size`.
     pub fn new(config: &Config) -> Self {
+        Self::build(config, RankShare::WHOLE)
+    }
+
+    /// [`SyntheticSource::new`] for one rank of a multi-process run: its `share` of the global
+    /// batch (the pixels and view parameters one process has at those positions).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when the world does not divide the batch or its BN groups.
+    pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
+        share.rank_batch(config)?;
+        Ok(Self::build(config, share))
+    }
+
+    fn build(config: &Config, share: RankShare) -> Self {
         let (b, s) = (config.optim.batch_size, config.data.image_size);
+        let local = b / share.world.max(1) as i64;
         let views = (0..2u64)
             .map(|v| {
                 let mut rng = KeyedRng::new(&[config.seed, v, 0x5359_4e54]);
                 let bytes: Vec<u8> =
                     (0..b * s * s * 3).map(|_| (rng.next_u64() >> 56) as u8).collect();
-                let t = Tensor::from_slice(&bytes).view([b, s, s, 3]);
-                match crate::shim::empty_pinned(&[b, s, s, 3], Kind::Uint8) {
+                let t = Tensor::from_slice(&bytes).view([b, s, s, 3]).narrow(
+                    0,
+                    share.rank as i64 * local,
+                    local,
+                );
+                match crate::shim::empty_pinned(&[local, s, s, 3], Kind::Uint8) {
                     Ok(mut pinned) => {
                         pinned.copy_(&t);
                         pinned
                     }
-                    Err(_) => t,
+                    Err(_) => t.contiguous(),
                 }
             })
             .collect();
-        Self { config: config.clone(), views, step: 0 }
+        Self { config: config.clone(), share, views, step: 0 }
     }
 }
 
@@ -58,10 +78,11 @@ impl BatchSource for SyntheticSource {
         let epoch = step / self.steps_per_epoch();
         let spec = view_spec(&self.config);
         let size = self.config.data.image_size as u32;
-        let b = self.config.optim.batch_size as u64;
+        let b = (self.config.optim.batch_size as usize / self.share.world.max(1)) as u64;
+        let offset = self.share.rank as u64 * b;
         let params = (0..2u64)
             .map(|v| {
-                (0..b)
+                (offset..offset + b)
                     .map(|i| {
                         spec.sample(
                             size,
@@ -72,7 +93,7 @@ impl BatchSource for SyntheticSource {
                     .collect()
             })
             .collect();
-        let (swap, pairing) = plan_swap(&self.config, step)?;
+        let (swap, pairing) = plan_swap(&self.config, step, self.share)?;
         Ok(StepInput {
             epoch,
             step,
