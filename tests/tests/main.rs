@@ -5,6 +5,7 @@ mod cli;
 mod convert;
 mod demo;
 mod dist;
+mod dist_train;
 mod eval;
 mod export;
 mod inspect;
