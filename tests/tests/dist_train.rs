@@ -198,6 +198,38 @@ fn torchrun_launches_regioncl_train() {
     assert_eq!(checkpoints(&out), ["step-00000003"]);
 }
 
+/// `srun`'s variables alone (no `RANK`): `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the
+/// store on the first host of `SLURM_JOB_NODELIST` at `MASTER_PORT`.
+#[test]
+fn srun_environment_launches_regioncl_train() {
+    let dir = TempDir::new("dist-srun");
+    let out = dir.path().join("run");
+    let port = free_port().to_string();
+    let children = (0..2)
+        .map(|rank: usize| {
+            let out = if rank == 0 { out.clone() } else { dir.path().join("rank1") };
+            clean_command(regioncl())
+                .args(train_args(&out, &["run.max_steps=2", "run.checkpoint_every=0"], false))
+                .env("SLURM_PROCID", rank.to_string())
+                .env("SLURM_NTASKS", "2")
+                .env("SLURM_LOCALID", rank.to_string())
+                .env("SLURM_JOB_NODELIST", "localhost")
+                .env("MASTER_PORT", &port)
+                .spawn()
+                .expect("spawn a task")
+        })
+        .collect();
+    let outs = wait_all(children, DEADLINE);
+    assert!(
+        outs.iter().all(|o| o.status.success()),
+        "srun-like launch failed:\n{}",
+        describe(&outs)
+    );
+    let e1 = String::from_utf8_lossy(&outs[1].stderr);
+    assert!(e1.contains("rank 1/2 (slurm)"), "{e1}");
+    assert_eq!(losses(&out).len(), 2);
+}
+
 fn tiny(sets: &[&str]) -> Config {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     Config::load(&workspace().join("configs/tiny_cpu.toml"), &sets).expect("tiny config")
