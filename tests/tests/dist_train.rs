@@ -198,6 +198,37 @@ fn torchrun_launches_regioncl_train() {
     assert_eq!(checkpoints(&out), ["step-00000003"]);
 }
 
+/// Two "nodes" of one process each, meeting through torchrun's c10d rendezvous (`--nnodes 2
+/// --rdzv-backend c10d --rdzv-endpoint HOST:PORT`), as on a cluster without SLURM; rank 0 may land
+/// on either node.
+#[test]
+fn torchrun_two_nodes_meet_through_c10d_rendezvous() {
+    let torchrun = workspace().join(".venv/bin/torchrun");
+    if !torchrun.is_file() {
+        eprintln!("skipped: {} is missing (run `make` to create the venv)", torchrun.display());
+        return;
+    }
+    let dir = TempDir::new("dist-nodes");
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let outs: Vec<_> = (0..2).map(|n| dir.path().join(format!("node{n}"))).collect();
+    let children = outs
+        .iter()
+        .map(|out| {
+            let mut cmd = clean_command(&torchrun);
+            cmd.args(["--no-python", "--nnodes", "2", "--nproc-per-node", "1"])
+                .args(["--rdzv-backend", "c10d", "--rdzv-id", "e2e", "--rdzv-endpoint", &endpoint])
+                .arg(regioncl())
+                .args(train_args(out, &["run.max_steps=2", "run.checkpoint_every=0"], false));
+            cmd.spawn().expect("spawn torchrun")
+        })
+        .collect();
+    let procs = wait_all(children, DEADLINE);
+    assert!(procs.iter().all(|o| o.status.success()), "torchrun failed:\n{}", describe(&procs));
+    let written: Vec<&std::path::PathBuf> = outs.iter().filter(|o| o.exists()).collect();
+    assert_eq!(written.len(), 1, "exactly one node holds rank 0: {written:?}");
+    assert_eq!(losses(written[0]).len(), 2);
+}
+
 /// `srun`'s variables alone (no `RANK`): `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, the
 /// store on the first host of `SLURM_JOB_NODELIST` at `MASTER_PORT`.
 #[test]
