@@ -852,6 +852,42 @@ mod tests {
         Config::from_toml(text, &sets).unwrap_err().to_string()
     }
 
+    /// Every recipe in `configs/` loads, and the ImageNet ones spread over 8 GPUs (one BN group,
+    /// 1 / 8 of the global batch, per rank).
+    #[test]
+    fn recipes_load_and_spread_over_8_ranks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let c = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+            if path.to_string_lossy().contains("r50_imagenet") {
+                assert_eq!(c.run.dist_backend, DistBackend::Auto, "{}", path.display());
+                assert_eq!(c.rank_batch(8).unwrap(), c.optim.batch_size / 8);
+                assert_eq!(c.rank_groups(8).unwrap(), 1, "{}", path.display());
+            }
+        }
+        assert!(n >= 7, "{n} recipes");
+    }
+
+    /// The world must divide the global batch and its BN groups; a bad backend names its key.
+    #[test]
+    fn rank_groups_name_the_key() {
+        let c = Config::from_toml("", &[]).unwrap(); // batch 1024 in 8 groups
+        assert_eq!((c.rank_groups(1).unwrap(), c.rank_groups(2).unwrap()), (8, 4));
+        assert!(c.rank_groups(3).unwrap_err().to_string().contains("optim.batch_size"));
+        assert!(c.rank_groups(16).unwrap_err().to_string().contains("moco.bn_splits"));
+        let sync = Config::from_toml("", &["moco.bn_splits=1".into()]).unwrap();
+        assert_eq!(sync.rank_groups(16).unwrap(), 1, "SyncBN: the pairing in each rank's batch");
+        let s = Config::from_toml("", &["method=simsiam".into()]).unwrap();
+        assert_eq!(s.rank_groups(16).unwrap(), 1);
+        assert!(err("", &["run.dist_backend=mpi"]).contains("run.dist_backend"));
+    }
+
     #[test]
     fn defaults_are_the_paper_recipe() {
         let c = Config::from_toml("", &[]).unwrap();
