@@ -134,6 +134,16 @@ pub fn train_distributed(
     config.validate()?;
     config.rank_groups(dist.world())?;
     let rt = Runtime::resolve_for(&config.run, dist)?;
+    if rt.device.is_cuda()
+        && dist.backend() == Some(crate::dist::DistBackend::Gloo)
+        && config.bn_groups() == 1
+    {
+        return Err(Error::config(
+            "run.dist_backend",
+            "SyncBN (SimSiam, or moco.bn_splits = 1) on CUDA needs nccl (Gloo cannot gather \
+             inside autograd on the GPU)",
+        ));
+    }
     let main = dist.is_main();
     let run_dir = opts.run_dir.as_path();
     if main {
