@@ -123,6 +123,34 @@ fn two_ranks_train_like_one_process_and_only_rank_0_writes() {
     }
 }
 
+/// The other methods on two ranks: DenseCL's dense queue gets every rank's pooled keys, SimSiam
+/// normalises with SyncBN over both ranks' samples, so their first losses are one process's on
+/// the whole batch. RegionCL-S pairs inside each rank's batch (one process pairs across the whole
+/// batch), so only its run is checked.
+#[test]
+fn other_methods_train_on_two_ranks() {
+    let dir = TempDir::new("dist-methods");
+    for method in ["mocov2", "regioncld", "simsiam", "regioncls"] {
+        let m = format!("method={method}");
+        let sets = [m.as_str(), "run.max_steps=2", "run.checkpoint_every=0"];
+        let (out, one) = (dir.path().join(method), dir.path().join(format!("{method}-one")));
+        train_world(&out, &dir.path().join("rank1"), &sets, false);
+        let two = losses(&out);
+        assert_eq!(two.len(), 2, "{method}");
+        assert!(two.iter().all(|l| l.1.is_finite()), "{method}: {two:?}");
+        if method == "regioncls" {
+            continue;
+        }
+        let args = train_args(&one, &sets, false);
+        run_ok(&args.iter().map(|a| a as &dyn AsRef<OsStr>).collect::<Vec<_>>());
+        let (a, b) = (losses(&one)[0], two[0]);
+        for (x, y) in [(a.1, b.1), (a.2, b.2), (a.3, b.3)] {
+            assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{method}: {a:?} vs {b:?}");
+        }
+    }
+    assert!(!dir.path().join("rank1").exists(), "rank 1 wrote into its --out");
+}
+
 /// N steps, then a resumed 2-process run for N more: the same losses as 2N steps at once (rank 0
 /// reads the checkpoint and broadcasts model, queue and optimiser state).
 #[test]
