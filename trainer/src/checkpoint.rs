@@ -180,7 +180,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// The newest complete checkpoint, if any.
 ///
 /// # Errors
-/// As [`list`].
+/// The checkpoints directory cannot be listed.
 pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(run_dir)?.pop().map(|(_, p)| p))
 }

@@ -101,6 +101,7 @@ pub fn train(
 ///
 /// # Errors
 /// As [`train`], and the monitor's data errors.
+#[allow(clippy::type_complexity)] // the monitor with its callback, spelt out for the reader
 pub fn train_monitored(
     config: &Config,
     source: &mut dyn BatchSource,
@@ -123,6 +124,7 @@ pub fn train_monitored(
 /// # Errors
 /// As [`train`]; [`Error::Dist`] when a peer dies or stalls past the timeout, or when rank 0
 /// failed to resume (its own error is in its log).
+#[allow(clippy::type_complexity)] // as train_monitored
 pub fn train_distributed(
     config: &Config,
     dist: &Dist,

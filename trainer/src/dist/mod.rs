@@ -16,6 +16,9 @@
 //! - SyncBN ([`sync_batch_norm`]): batch statistics over every rank's samples, through a
 //!   differentiable all-gather ([`Dist::all_gather_autograd`]).
 //!
+//! [`crate::train_distributed`] wires them into training (`regioncl train` under `torchrun` or
+//! `srun`): each rank reads its [`crate::RankShare`] of every global batch, rank 0 alone writes.
+//!
 //! Failure is an error, not a hang: the rendezvous gives up after the timeout naming the address
 //! and the rank, and a collective whose peer died or stalled fails (Gloo: at once when the peer's
 //! connection closes, else after the timeout; NCCL: its watchdog ends the process after the
@@ -545,8 +548,8 @@ impl Dist {
         }
         let t = Tensor::from_slice(values).to_device(self.inner.group_device);
         self.all_reduce_mean_(&[&t])?;
-        Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))
-            .map_err(|e| self.err("mean", e.to_string()))?)
+        Vec::<f64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double))
+            .map_err(|e| self.err("mean", e.to_string()))
     }
 
     /// Ends the run in order: a barrier (no rank leaves while another still needs it), then the

@@ -79,10 +79,10 @@ pub fn sync_batch_norm(
     let inv = (var + eps).rsqrt(); // [C]
     let mut y = (xf - mean.view(shape.as_slice())) * inv.view(shape.as_slice());
     if let Some(w) = weight {
-        y = y * w.view(shape.as_slice());
+        y *= w.view(shape.as_slice());
     }
     if let Some(b) = bias {
-        y = y + b.view(shape.as_slice());
+        y += b.view(shape.as_slice());
     }
     Ok(y.to_kind(x.kind()))
 }

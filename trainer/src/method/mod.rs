@@ -9,9 +9,10 @@
 //! of the query view, the contrastive region queries, the loss bookkeeping and the optimiser step
 //! (`common.rs`); the momentum encoder with its EMA and shuffled key forward (`momentum.rs`).
 //!
-//! Operations across samples are kept in separate functions so that a multi-device run can replace
-//! them: BN ([`crate::BatchNorm2d`]), the shuffled key forward (`MomentumEncoders::key_forward`) and
-//! the keys handed to the queues (each method's `enqueue`).
+//! Operations across samples are kept in separate functions, which a multi-process run (the
+//! runtime's [`crate::Dist`]) carries across ranks: BN ([`crate::BatchNorm2d`]: per-rank groups of
+//! the global batch, or SyncBN), the shuffled key forward ([`MomentumEncoders::key_forward`]:
+//! shuffle-BN across ranks) and the keys handed to the queues (every rank's, in rank order).
 
 mod common;
 mod densecl;
