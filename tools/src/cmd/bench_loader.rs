@@ -113,7 +113,7 @@ fn planner(ds: &Arc<Dataset>, args: &BenchLoaderArgs, seed: u64) -> Result<Plann
     let r = recipe(args.recipe, args.size);
     // The swap box is part of every RegionCL plan: plan it here too, when the size allows.
     let swap = SwapConfig::paper(args.size);
-    let swap = (swap.validate().is_ok() && args.batch % 2 == 0)
+    let swap = (swap.validate().is_ok() && args.batch.is_multiple_of(2))
         .then_some(SwapPlanConfig { swap, bn_groups: 1 });
     Ok(Planner::new(seed, args.batch, r, swap, order, ds.clone())?)
 }
@@ -254,7 +254,7 @@ fn memory(ds: &Arc<Dataset>, args: &BenchLoaderArgs, threads: usize, epochs: u64
     for b in pipeline.by_ref() {
         let b = b?;
         n += 1;
-        if n % steps == 0 {
+        if n.is_multiple_of(steps) {
             println!("epoch {}: rss {:.1} MiB", b.epoch(), rss_mib());
         }
     }

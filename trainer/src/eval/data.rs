@@ -151,6 +151,7 @@ impl EvalSet {
     ///
     /// # Errors
     /// As [`EvalSet::for_each_center`].
+    #[allow(clippy::too_many_arguments)]
     pub fn for_each_random<F>(
         &self,
         crop: u32,

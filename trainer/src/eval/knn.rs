@@ -62,7 +62,11 @@ pub fn knn_accuracy(
             test.values.size()
         )));
     }
-    if config.ks.is_empty() || config.ks.contains(&0) || !(config.temperature > 0.0) {
+    if config.ks.is_empty()
+        || config.ks.contains(&0)
+        || config.temperature.is_nan()
+        || config.temperature <= 0.0
+    {
         return Err(Error::Input(format!("knn: ks {:?}, T {}", config.ks, config.temperature)));
     }
     let c = num_classes as i64;
@@ -183,7 +187,7 @@ impl KnnMonitor {
 
     /// Whether to measure after `epochs_done` of `total` epochs.
     pub fn due(&self, epochs_done: u64, total: u64) -> bool {
-        epochs_done > 0 && (epochs_done % self.every == 0 || epochs_done == total)
+        epochs_done > 0 && (epochs_done.is_multiple_of(self.every) || epochs_done == total)
     }
 
     /// Measures `encoder` (in evaluation mode: its BN running statistics are read, not updated).

@@ -163,7 +163,7 @@ impl Fc {
 }
 
 /// Stream tag of the cached-feature epoch shuffles.
-const STREAM_PROBE: u64 = 0x7072_6f62_65; // "probe"
+const STREAM_PROBE: u64 = 0x70_726f_6265; // "probe"
 
 /// Trains and tests a linear classifier on the frozen `encoder`'s pooled backbone features,
 /// calling `on_epoch` after every epoch.
