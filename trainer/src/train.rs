@@ -328,38 +328,14 @@ fn write_config(run_dir: &Path, config: &Config) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Method;
     use crate::input::StepInput;
+    use crate::method::tests::{TempDir, run, tiny_photos};
     use crate::source::PhotoSource;
 
     /// `configs/tiny_cpu.toml` at width 8 on the real photos (`make data`).
     fn tiny(sets: &[&str]) -> Config {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny_cpu.toml");
-        let mut all: Vec<String> = vec!["model.width=8".into(), "run.log_every=1".into()];
-        all.extend(sets.iter().map(|s| s.to_string()));
-        Config::load(&path, &all).unwrap()
-    }
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let p = std::env::temp_dir()
-                .join(format!("regioncl-trainer-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            Self(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
-        let mut source = PhotoSource::new(config)?;
-        let opts = TrainOptions { run_dir: dir.to_path_buf(), resume };
-        train(config, &mut source, &opts, &mut |_| {})
+        tiny_photos(Method::RegionClm, sets)
     }
 
     /// The loss rises while the queue fills with real keys (towards ln(K+1) per term), then falls

@@ -20,7 +20,7 @@ mod momentum;
 mod regionclm;
 mod simsiam;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use densecl::DenseContrast;
 pub use momentum::MomentumEncoders;

@@ -43,7 +43,7 @@ pub(crate) fn tiny_config(method: Method) -> Config {
 }
 
 /// `configs/tiny_cpu.toml` at width 8 with `method`, on the real photos.
-fn tiny_photos(method: Method, sets: &[&str]) -> Config {
+pub(crate) fn tiny_photos(method: Method, sets: &[&str]) -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny_cpu.toml");
     let mut all: Vec<String> = vec![
         format!("method={}", method.as_str()),
@@ -54,12 +54,13 @@ fn tiny_photos(method: Method, sets: &[&str]) -> Config {
     Config::load(&path, &all).unwrap()
 }
 
-struct TempDir(PathBuf);
+/// A directory under the system temp dir, removed when dropped.
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let p =
-            std::env::temp_dir().join(format!("regioncl-methods-{name}-{}", std::process::id()));
+            std::env::temp_dir().join(format!("regioncl-trainer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         Self(p)
     }
@@ -71,7 +72,8 @@ impl Drop for TempDir {
     }
 }
 
-fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
+/// Trains `config` on the photos into `dir`.
+pub(crate) fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
     let mut source = PhotoSource::new(config)?;
     let opts = TrainOptions { run_dir: dir.to_path_buf(), resume };
     train(config, &mut source, &opts, &mut |_| {})
