@@ -56,6 +56,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/torch_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/dist_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/rcl_try.h");
     println!("cargo:rerun-if-changed=csrc/gloo_decls");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     for var in ["CUDA_HOME", "CUDA_PATH", "NCCL_HOME"] {

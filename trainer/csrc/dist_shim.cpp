@@ -38,9 +38,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "rcl_try.h"
 
-thread_local std::string g_last_error;
+namespace {
 
 using Millis = std::chrono::milliseconds;
 
@@ -122,17 +122,6 @@ struct RclGroupHandle {
   std::shared_ptr<RclGroup> group;
 };
 
-#define RCL_TRY(...)                                  \
-  try {                                               \
-    __VA_ARGS__;                                      \
-    return 0;                                         \
-  } catch (const std::exception& e) {                 \
-    g_last_error = e.what();                          \
-    return 1;                                         \
-  } catch (...) {                                     \
-    g_last_error = "unknown C++ exception";           \
-    return 1;                                         \
-  }
 
 extern "C" {
 

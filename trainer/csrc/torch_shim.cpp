@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-namespace {
+#include "rcl_try.h"
 
-thread_local std::string g_last_error;
+namespace {
 
 at::DeviceType device_type(int cuda) { return cuda != 0 ? at::kCUDA : at::kCPU; }
 
@@ -34,17 +34,6 @@ std::vector<at::Tensor> tensor_list(at::Tensor* const* ts, size_t n) {
 
 }  // namespace
 
-#define RCL_TRY(...)                                  \
-  try {                                               \
-    __VA_ARGS__;                                      \
-    return 0;                                         \
-  } catch (const std::exception& e) {                 \
-    g_last_error = e.what();                          \
-    return 1;                                         \
-  } catch (...) {                                     \
-    g_last_error = "unknown C++ exception";           \
-    return 1;                                         \
-  }
 
 extern "C" {
 
