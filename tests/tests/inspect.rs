@@ -8,7 +8,8 @@ use regioncl_loader::Dataset;
 use crate::cli::{TempDir, run, run_ok};
 use crate::convert::{NUM_GOOD, reference};
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a dataset directory (flat: manifest and shards).
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {
         let path = entry.expect("entry").path();

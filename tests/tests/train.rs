@@ -105,6 +105,46 @@ fn train_shards_through_the_loader_resumes_exactly() {
     check_resume(&["data.source=shards", &root, "data.loader_threads=2"]);
 }
 
+/// Shards damaged after conversion (one byte flipped in every 10th record): training runs on,
+/// replaces each damaged record it meets (its checksum fails), names it on stderr and counts it in
+/// metrics.jsonl.
+#[test]
+fn corrupt_records_are_replaced_and_counted() {
+    let dir = TempDir::new("train-corrupt");
+    let data = dir.path().join("ds");
+    crate::inspect::copy_dir(shards(), &data);
+    let mut flips: Vec<(PathBuf, u64)> = Vec::new();
+    {
+        let ds = regioncl_loader::Dataset::open(&data).expect("open");
+        for global in (0..ds.len()).step_by(10) {
+            let (shard, local) = ds.locate(global).expect("locate");
+            let s = &ds.shards()[shard];
+            let len = s.record(local).expect("record").bytes.len() as u64;
+            flips.push((s.path().to_path_buf(), s.record_offset(local).expect("offset") + len / 2));
+        }
+    }
+    for (path, offset) in &flips {
+        let mut bytes = std::fs::read(path).expect("read shard");
+        bytes[*offset as usize] ^= 0x10;
+        std::fs::write(path, bytes).expect("write shard");
+    }
+    let out = dir.path().join("run");
+    let root = format!("data.root={}", data.display());
+    let stderr = train(
+        &out,
+        &["data.source=shards", &root, "data.loader_threads=2", "run.max_steps=4"],
+        false,
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("replaced by record")).collect();
+    assert!(!warnings.is_empty(), "128 samples from 10% damaged records, none replaced:\n{stderr}");
+    assert!(warnings.iter().all(|w| w.contains("crc32c")), "{stderr}");
+    let last = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let last: serde_json::Value =
+        serde_json::from_str(last.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["replaced"].as_u64(), Some(warnings.len() as u64), "{last}");
+    assert_eq!(losses(&out).len(), 4);
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = TempDir::new("train-err");

@@ -36,6 +36,10 @@ pub struct LogRecord {
     pub data_wait: f64,
     /// Seconds since the run (or resume) started.
     pub elapsed_s: f64,
+    /// Records replaced so far in this process (corrupt or undecodable;
+    /// [`crate::BatchSource::replaced`]).
+    #[serde(default)]
+    pub replaced: u64,
 }
 
 impl LogRecord {
@@ -48,8 +52,10 @@ impl LogRecord {
         } else {
             format!(" dense {:.4}", self.loss_dense)
         };
+        let replaced =
+            if self.replaced == 0 { String::new() } else { format!(" replaced {}", self.replaced) };
         format!(
-            "epoch {} step {}/{} loss {:.4} (inst {:.4} region {:.4}{dense}) lr {:.6} {:.1} img/s data-wait {:.1}%",
+            "epoch {} step {}/{} loss {:.4} (inst {:.4} region {:.4}{dense}) lr {:.6} {:.1} img/s data-wait {:.1}%{replaced}",
             self.epoch,
             self.step + 1,
             self.total_steps,

@@ -216,6 +216,7 @@ pub fn train_distributed(
                 img_per_s: steps_window as f64 * batch / dt,
                 data_wait: (wait_window / dt).min(1.0),
                 elapsed_s: t_run.elapsed().as_secs_f64(),
+                replaced: source.replaced(),
             };
             metrics.write(&record)?;
             on_log(&record);

@@ -67,6 +67,8 @@ pub struct ShardSource {
     threads: usize,
     steps_per_epoch: u64,
     stride: i64,
+    /// Records the loader replaced so far in this process.
+    replaced: u64,
 }
 
 impl std::fmt::Debug for ShardSource {
@@ -150,7 +152,7 @@ impl ShardSource {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
         };
-        Ok(Self { dataset, planner, pipeline: None, threads, steps_per_epoch, stride })
+        Ok(Self { dataset, planner, pipeline: None, threads, steps_per_epoch, stride, replaced: 0 })
     }
 
     /// The record indices this rank reads at global `step`, in batch order.
@@ -240,6 +242,18 @@ impl BatchSource for ShardSource {
             .next()
             .ok_or_else(|| Error::Data("loader stopped".into()))?
             .map_err(loader_err)?;
+        for s in batch.substitutions() {
+            let plan = batch.plan();
+            eprintln!(
+                "warning: epoch {} step {}: record {} replaced by record {}: {}",
+                plan.epoch, plan.step, s.failed, s.replacement, s.reason
+            );
+        }
+        self.replaced += batch.substitutions().len() as u64;
         self.convert(batch)
+    }
+
+    fn replaced(&self) -> u64 {
+        self.replaced
     }
 }
