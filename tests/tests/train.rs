@@ -85,6 +85,50 @@ fn train_photos_resume_is_exact_across_processes() {
     check_resume(&[]);
 }
 
+/// A run killed with SIGKILL once it has written a checkpoint, started again with `--resume`:
+/// it continues from that checkpoint and ends with the losses of an uninterrupted run.
+#[test]
+fn sigkill_then_resume_continues_from_the_last_checkpoint() {
+    let dir = TempDir::new("train-kill");
+    let (full, killed) = (dir.path().join("full"), dir.path().join("killed"));
+    let sets = ["run.max_steps=40", "run.checkpoint_every=2"];
+    train(&full, &sets, false);
+
+    let config = tiny();
+    let mut cmd = Command::new(crate::cli::regioncl());
+    cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&killed);
+    for s in ["model.width=8", "run.log_every=1"].iter().chain(&sets) {
+        cmd.args(["--set", s]);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn regioncl train");
+    let checkpoints = killed.join("checkpoints");
+    let has_checkpoint = || {
+        std::fs::read_dir(&checkpoints)
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("state.json").is_file())))
+    };
+    let start = std::time::Instant::now();
+    while !has_checkpoint() {
+        assert!(child.try_wait().expect("wait").is_none(), "the run ended before it was killed");
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "no checkpoint in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(!killed.join("backbone.safetensors").exists(), "killed after the end of the run");
+
+    let stderr = train(&killed, &sets, true);
+    assert!(stderr.contains("resumed from"), "{stderr}");
+    assert_eq!(
+        losses(&killed),
+        losses(&full),
+        "the resumed run differs from the uninterrupted one"
+    );
+}
+
 /// A shard dataset of the ImageNet-like photos, converted once.
 fn shards() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
