@@ -208,6 +208,8 @@ pub struct Planner {
     order: Order,
     sizes: Arc<dyn RecordSizes>,
     cached: Option<(u64, Arc<Vec<u64>>)>,
+    /// Whether the last, partial batch of an epoch is planned (evaluation) or dropped (training).
+    keep_last: bool,
 }
 
 impl std::fmt::Debug for Planner {
@@ -261,15 +263,34 @@ impl Planner {
                 order.len_per_rank()
             )));
         }
-        Ok(Self { seed, batch_size, recipe, swap, order, sizes, cached: None })
+        Ok(Self { seed, batch_size, recipe, swap, order, sizes, cached: None, keep_last: false })
     }
 
-    /// Steps per epoch (the last partial batch is dropped, as MoCo's loader does).
+    /// Also plans the last, partial batch of each epoch (`len % batch_size` samples), so that an
+    /// epoch covers every record once: for evaluation and feature extraction. Training keeps the
+    /// default, drop-last, as MoCo's loader does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with a swap: its pairing needs full batches.
+    pub fn keep_partial_last(mut self) -> Result<Self> {
+        if self.swap.is_some() {
+            return Err(Error::Config(
+                "swap: a partial last batch cannot be paired; keep drop-last with a swap".into(),
+            ));
+        }
+        self.keep_last = true;
+        Ok(self)
+    }
+
+    /// Steps per epoch: the last partial batch is dropped (as MoCo's loader does) unless
+    /// [`Planner::keep_partial_last`].
     pub fn steps_per_epoch(&self) -> u64 {
-        self.order.len_per_rank() / self.batch_size as u64
+        let (n, b) = (self.order.len_per_rank(), self.batch_size as u64);
+        if self.keep_last { n.div_ceil(b) } else { n / b }
     }
 
-    /// Samples per step.
+    /// Samples per step (the last step of an epoch may have fewer with
+    /// [`Planner::keep_partial_last`]).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -303,7 +324,7 @@ impl Planner {
         assert!(step < self.steps_per_epoch(), "step {step} beyond the epoch");
         let order = self.epoch_order(epoch);
         let start = step as usize * self.batch_size;
-        let indices = order[start..start + self.batch_size].to_vec();
+        let indices = order[start..(start + self.batch_size).min(order.len())].to_vec();
         let mut views = vec![Vec::with_capacity(self.batch_size); self.recipe.views.len()];
         for &i in &indices {
             for (v, p) in plan_views(&self.recipe, self.seed, epoch, i, self.sizes.size(i))

@@ -130,7 +130,8 @@ impl Batch {
     /// If `v >= num_views()`.
     pub fn view(&self, v: usize) -> ViewData<'_> {
         let (layout, width, height) = self.layouts[v];
-        let bytes = self.buffers.as_ref().map_or(&[][..], |b| b[v].as_slice());
+        let len = self.len() * layout.sample_bytes(width, height);
+        let bytes = self.buffers.as_ref().map_or(&[][..], |b| &b[v].as_slice()[..len]);
         ViewData { bytes, layout, width, height }
     }
 

@@ -206,9 +206,10 @@ impl Pipeline {
                         }
                     };
                     let plan = planner.plan(epoch, step);
+                    let len = plan.batch_size(); // < batch for a kept partial last batch
                     let job = Arc::new(Job::new(seq, plan, set, &layouts_c));
-                    for start in (0..batch).step_by(chunk) {
-                        let range = start..(start + chunk).min(batch);
+                    for start in (0..len).step_by(chunk) {
+                        let range = start..(start + chunk).min(len);
                         if task_tx.send((job.clone(), range)).is_err() {
                             return;
                         }

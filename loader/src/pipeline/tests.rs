@@ -113,6 +113,45 @@ fn output_is_identical_for_any_thread_count_and_resume_reproduces_it() {
     assert_eq!(run(2, (1, 2)), one[7..], "resume at (1, 2) gives the uninterrupted run's batches");
 }
 
+/// With `keep_partial_last`, an epoch of 20 records in batches of 8 is 8 + 8 + 4: every record
+/// once, the short batch's views sized to its 4 samples and rendered as a full batch renders them.
+#[test]
+fn a_kept_partial_last_batch_covers_the_epoch() {
+    let (_tmp, ds) = dataset(20, &[]);
+    let recipe = Recipe::center_crop(73, 64);
+    let kept = planner(&ds, 8, recipe.clone(), false).keep_partial_last().unwrap();
+    assert_eq!(kept.steps_per_epoch(), 3);
+    let batches: Vec<Batch> = Pipeline::new(ds.clone(), kept, config(2, (0, 0), 1), &HeapAllocator)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(batches.iter().map(Batch::len).collect::<Vec<_>>(), [8, 8, 4]);
+    let mut seen: Vec<u64> = batches.iter().flat_map(|b| b.plan().indices.clone()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    let last = &batches[2];
+    assert_eq!(last.view(0).bytes.len(), 4 * 64 * 64 * 3);
+    assert_eq!(last.labels().len(), 4);
+    // The same records in one full batch of 20 (view parameters depend on the record only).
+    let full = planner(&ds, 20, recipe, false);
+    let all = Pipeline::new(ds.clone(), full, config(1, (0, 0), 1), &HeapAllocator)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let sample = 64 * 64 * 3;
+    for (i, &idx) in last.plan().indices.iter().enumerate() {
+        let j = all.plan().indices.iter().position(|&x| x == idx).unwrap();
+        assert_eq!(
+            last.view(0).bytes[i * sample..(i + 1) * sample],
+            all.view(0).bytes[j * sample..(j + 1) * sample]
+        );
+    }
+    // Drop-last stays the default; a swap refuses a partial batch.
+    assert_eq!(planner(&ds, 8, Recipe::mocov2(224), false).steps_per_epoch(), 2);
+    assert!(planner(&ds, 8, Recipe::mocov2(224), true).keep_partial_last().is_err());
+}
+
 #[test]
 fn labels_and_views_follow_the_plan() {
     let (_tmp, ds) = dataset(24, &[]);

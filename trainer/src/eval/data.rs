@@ -5,13 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use regioncl_augment::{
-    DecodeOptions, DecodePlan, DecodePlanOptions, IMAGENET_MEAN, IMAGENET_STD, RgbImage,
-    ViewGeometry, ViewOutput, ViewScratch, ViewSpec, decode_jpeg, render_view,
-};
+use regioncl_augment::{IMAGENET_MEAN, IMAGENET_STD, ViewSpec};
 use regioncl_loader::{
     ColorOn, Dataset, HeapAllocator, Order, OrderKind, Pipeline, PipelineConfig, Planner, Recipe,
-    Sampling, Tail, plan_views,
+    Sampling, Tail,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -125,9 +122,8 @@ impl EvalSet {
 
     /// Calls `f` with every record once, in stored order, as the evaluation view: a u8
     /// `[B, crop, crop, 3]` CPU tensor and the labels. Batches of `batch` come from the loader's
-    /// pipeline (`threads` workers, 0 = every core); the last `len % batch` records, which the
-    /// pipeline's drop-last planner leaves out, are rendered here with the same decode and resize
-    /// calls.
+    /// pipeline (`threads` workers, 0 = every core), the last one partial
+    /// ([`Planner::keep_partial_last`]).
     ///
     /// # Errors
     /// A record (and its substitutes) that fails to decode, or what `f` returns.
@@ -180,7 +176,7 @@ impl EvalSet {
         epoch: u64,
         batch: usize,
         threads: usize,
-        tail: bool,
+        keep_last: bool,
         mut f: F,
     ) -> Result<()>
     where
@@ -188,7 +184,7 @@ impl EvalSet {
     {
         let err = |e| loader_err(&self.path, e);
         let batch = batch.clamp(1, self.len());
-        let planner = Planner::new(
+        let mut planner = Planner::new(
             seed,
             batch,
             recipe.clone(),
@@ -197,6 +193,9 @@ impl EvalSet {
             self.dataset.clone(),
         )
         .map_err(err)?;
+        if keep_last {
+            planner = planner.keep_partial_last().map_err(err)?;
+        }
         let steps = planner.steps_per_epoch();
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -208,7 +207,7 @@ impl EvalSet {
             end_epoch: Some(epoch + 1),
             ..PipelineConfig::default()
         };
-        let (w, h) = (recipe.views[0].width as i64, recipe.views[0].height as i64);
+        let (w, h) = (i64::from(recipe.views[0].width), i64::from(recipe.views[0].height));
         let pipeline =
             Pipeline::new(self.dataset.clone(), planner, config, &HeapAllocator).map_err(err)?;
         let mut seen = 0u64;
@@ -225,45 +224,7 @@ impl EvalSet {
                 self.path.display()
             )));
         }
-        let done = steps as usize * batch;
-        if tail && done < self.len() {
-            let (px, labels) = self.render(&recipe, epoch, done..self.len())?;
-            f(&px, &labels)?;
-        }
         Ok(())
-    }
-
-    /// Renders records `range` of view 0 of `recipe` on this thread, as the pipeline's workers do.
-    fn render(
-        &self,
-        recipe: &Recipe,
-        epoch: u64,
-        range: std::ops::Range<usize>,
-    ) -> Result<(Tensor, Vec<u32>)> {
-        let spec = &recipe.views[0];
-        let (w, h) = (spec.width, spec.height);
-        let mut pixels = vec![0u8; range.len() * (w * h * 3) as usize];
-        let mut labels = Vec::with_capacity(range.len());
-        let (mut plan, mut image, mut scratch) =
-            (DecodePlan::default(), RgbImage::default(), ViewScratch::default());
-        let base = DecodeOptions::default();
-        for (slot, index) in pixels.chunks_exact_mut((w * h * 3) as usize).zip(range.clone()) {
-            let fail =
-                |e: String| Error::Data(format!("{}: record {index}: {e}", self.path.display()));
-            let record = self.dataset.record(index).map_err(|e| fail(e.to_string()))?;
-            let params = plan_views(recipe, 0, epoch, index as u64, (record.width, record.height));
-            let geometry = [ViewGeometry { crop: params[0].crop, width: w, height: h }];
-            plan.plan(record.width, record.height, &geometry, &DecodePlanOptions::default())
-                .map_err(|e| fail(e.to_string()))?;
-            decode_jpeg(record.bytes, &plan.decode_options(&base), &mut image)
-                .map_err(|e| fail(e.to_string()))?;
-            let out = ViewOutput::U8Hwc { pixels: slot, width: w, height: h };
-            render_view(&image, &plan.boxes()[0], &params[0], out, &mut scratch)
-                .map_err(|e| fail(e.to_string()))?;
-            labels.push(record.label);
-        }
-        let px = Tensor::from_slice(&pixels).view([range.len() as i64, h as i64, w as i64, 3]);
-        Ok((px, labels))
     }
 }
 
