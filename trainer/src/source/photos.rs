@@ -1,6 +1,7 @@
-//! A single-threaded image-folder source: what the loader does (plan, decode once, crop + resize +
-//! flip each view into a u8 batch buffer), minus shards and threads. For tests on real photos and
-//! for `regioncl train` until the loader pipeline is wired in.
+//! A single-threaded image-folder source (`data.source = "photos"`): what the loader does (plan,
+//! decode once, crop + resize + flip each view into a u8 batch buffer) on a folder of JPEGs held in
+//! memory, without a conversion step, shards or threads. For tests and quick runs on a few thousand
+//! photos; training on a dataset goes through the loader ([`crate::ShardSource`]).
 
 use std::path::{Path, PathBuf};
 
