@@ -6,7 +6,7 @@
         torchvision.models.resnet50().load_state_dict(torch.load(OUT), strict=False) takes.
     export_pickle.py --format detectron2 IN.safetensors OUT.pkl
         pickle.dump({"model": {name: numpy array}, "__author__": ..., "matching_heuristics": True})
-        as MoCo's convert-pretrain-to-detectron2.py writes it (METHOD.md 9.4).
+        as MoCo's convert-pretrain-to-detectron2.py writes it (docs/method.md 9.4).
 
 The names are already final (Rust renames them); this script only changes the container. It reads
 safetensors itself (an 8-byte little-endian header length, a JSON header, raw little-endian data),

@@ -116,9 +116,9 @@ pub struct ViewSpec {
 }
 
 impl ViewSpec {
-    /// The MoCo v2 view (METHOD.md section 8): RandomResizedCrop(size, scale (0.2, 1), ratio
-    /// (3/4, 4/3)); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale p 0.2; Gaussian blur p 0.5
-    /// with sigma U(0.1, 2.0); flip p 0.5; no solarize.
+    /// The MoCo v2 view (docs/method.md section 8): RandomResizedCrop(size, scale (0.2, 1), ratio
+    /// (3/4, 4/3)); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale p 0.2; Gaussian blur p
+    /// 0.5 with sigma U(0.1, 2.0); flip p 0.5; no solarize.
     pub fn mocov2(size: u32) -> Self {
         Self {
             width: size,

@@ -90,7 +90,7 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// MoCo v2: two independently augmented `size` x `size` views (METHOD.md section 8).
+    /// MoCo v2: two independently augmented `size` x `size` views (docs/method.md section 8).
     pub fn mocov2(size: u32) -> Self {
         Self {
             views: vec![ViewSpec::mocov2(size); 2],

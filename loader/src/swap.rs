@@ -1,12 +1,12 @@
-//! The RegionCL swap box and pairing, planned per batch (paper Section 3.1, METHOD.md section 3).
+//! The RegionCL swap box and pairing, planned per batch (paper Section 3.1, docs/method.md 3).
 //!
-//! One box per batch: its size in grid cells is drawn per axis from `{C_L, ..., C_U}`, its origin by
-//! one of two samplers:
-//! - [`SwapSampler::Official`] reproduces the released code (METHOD.md 3.4), including its
+//! One box per batch: its size in grid cells is drawn per axis from `{C_L, ..., C_U}`, its origin
+//! by one of two samplers:
+//! - [`SwapSampler::Official`] reproduces the released code (docs/method.md 3.4), including its
 //!   off-by-one clamp (`min(32 g, W - 1 - 32 k)`): the pixel box may then start 31 px after the
 //!   feature box, and the box never reaches the last grid row or column.
-//! - [`SwapSampler::Aligned`] is the paper's intent (METHOD.md 3.5): the origin is uniform over the
-//!   grid positions and the pixel box is exactly the feature box times the stride.
+//! - [`SwapSampler::Aligned`] is the paper's intent (docs/method.md 3.5): the origin is uniform
+//!   over the grid positions and the pixel box is exactly the feature box times the stride.
 //!
 //! The pairing `pi(i)` reverses the batch inside each contiguous group of `B / groups` samples (one
 //! group = one BN group, a "virtual GPU"), so swap partners share a BN group as they did on the
@@ -109,7 +109,7 @@ impl SwapConfig {
 
 /// One batch's swap box: the cells pooled on the feature map and the pixels pasted on the query
 /// view. Under [`SwapSampler::Aligned`], `pixels == grid * stride`; under the official sampler the
-/// pixel box may be shifted by up to `stride - 1` pixels (METHOD.md 3.4).
+/// pixel box may be shifted by up to `stride - 1` pixels (docs/method.md 3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SwapBox {
     /// Feature-map box in grid cells.
@@ -198,7 +198,7 @@ mod tests {
     }
 
     /// Exact per-axis distribution of the official sampler over all 224 values of v
-    /// (METHOD.md 3.4 table), computed by enumerating v instead of sampling.
+    /// (docs/method.md 3.4 table), computed by enumerating v instead of sampling.
     #[test]
     fn official_sampler_table_matches_method_md() {
         let count = |k: u32| {
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn official_sampler_frequencies_match_table() {
-        // METHOD.md 11.3.12: P(x0 = 3 | k = 3) = 143/224 and P(s = 63 | k = 5) = 176/224.
+        // docs/method.md 11.3 #12: P(x0 = 3 | k = 3) = 143/224 and P(s = 63 | k = 5) = 176/224.
         let cfg = SwapConfig::paper(224);
         let (mut n3, mut x3, mut n5, mut s63) = (0u32, 0u32, 0u32, 0u32);
         for i in 0..60_000u64 {

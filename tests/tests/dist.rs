@@ -286,7 +286,7 @@ fn shuffle_matches_one_process(dist: &Dist) {
             .index_select(0, &inv);
         close(o, &one, &format!("output {k}"));
     }
-    // Per-sample forward: shuffle then unshuffle is the identity (METHOD.md 11.3 #10).
+    // Per-sample forward: shuffle then unshuffle is the identity (docs/method.md 11.3 #10).
     close(&out[1], &(&x * 2.0), "eval-mode round trip");
 }
 

@@ -211,8 +211,8 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".venv/bin/python"))
 }
 
-/// METHOD.md 11.3 #15: the exported ResNet-50 backbone loads into torchvision's `resnet50()` with
-/// only `fc.weight` and `fc.bias` missing, every shape matching.
+/// docs/method.md 11.3 #15: the exported ResNet-50 backbone loads into torchvision's `resnet50()`
+/// with only `fc.weight` and `fc.bias` missing, every shape matching.
 #[test]
 fn exported_backbone_loads_into_torchvision_resnet50() {
     let dir = TempDir::new("backbone");

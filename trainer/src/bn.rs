@@ -1,6 +1,6 @@
-//! BatchNorm2d with the single-GPU emulation of per-GPU BN (METHOD.md 2.5): in training, the batch
-//! is normalised in `splits` groups, each with its own batch statistics, as `splits` GPUs with plain
-//! BN would.
+//! BatchNorm2d with the single-GPU emulation of per-GPU BN (docs/method.md 2.5): in training, the
+//! batch is normalised in `splits` groups, each with its own batch statistics, as `splits` GPUs
+//! with plain BN would.
 //!
 //! Groups are **contiguous** chunks of `N / splits` samples (one chunk = one virtual GPU), so that
 //! the RegionCL pairing, reversed inside each chunk, keeps swap partners in one BN group, as on real

@@ -15,9 +15,9 @@
 //! | DenseCL, RegionCL-D | the same plus the dense head `encoder_{q,k}.1.mlp2.{0,2}.*` and `queue2`, `queue2_ptr` |
 //! | SimSiam, RegionCL-S | `encoder.0.<torchvision names>`, `encoder.1.mlp.{0,1,3,4,6,7}.*`, `predictor.{0,1,3}.*` |
 //!
-//! Names follow the OpenSelfSup / DenseCL checkpoints (METHOD.md 9.4; SimSiam's `module.encoder.*`
-//! without `module.`), so a converter only changes the container. [`export_backbone`] writes the
-//! online backbone of any method under bare torchvision names.
+//! Names follow the OpenSelfSup / DenseCL checkpoints (docs/method.md 9.4; SimSiam's
+//! `module.encoder.*` without `module.`), so a converter only changes the container.
+//! [`export_backbone`] writes the online backbone of any method under bare torchvision names.
 
 use std::collections::HashMap;
 use std::fs::File;

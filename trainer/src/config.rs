@@ -20,17 +20,17 @@ use crate::swap::SwapSampler;
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Method {
-    /// RegionCL-M (MoCo v2 + region swapping), METHOD.md 4.
+    /// RegionCL-M (MoCo v2 + region swapping), docs/method.md 4.
     RegionClm,
     /// MoCo v2: the same step with the region branch off.
     MocoV2,
-    /// DenseCL (METHOD.md 5.1): MoCo v2 plus the dense head, loss and queue.
+    /// DenseCL (docs/method.md 5.1): MoCo v2 plus the dense head, loss and queue.
     DenseCl,
-    /// RegionCL-D (METHOD.md 5.2): DenseCL plus the region loss through the global head.
+    /// RegionCL-D (docs/method.md 5.2): DenseCL plus the region loss through the global head.
     RegionCld,
-    /// SimSiam (METHOD.md 6.1): predictor, negative cosine, stop-gradient; no queue.
+    /// SimSiam (docs/method.md 6.1): predictor, negative cosine, stop-gradient; no queue.
     SimSiam,
-    /// RegionCL-S (METHOD.md 6.2): SimSiam plus the region positives.
+    /// RegionCL-S (docs/method.md 6.2): SimSiam plus the region positives.
     RegionCls,
 }
 
@@ -123,7 +123,7 @@ pub struct ModelConfig {
     pub zero_init_residual: bool,
 }
 
-/// DenseCL's dense term and RegionCL-D's region weight (METHOD.md 5).
+/// DenseCL's dense term and RegionCL-D's region weight (docs/method.md 5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DenseClConfig {
@@ -131,11 +131,11 @@ pub struct DenseClConfig {
     pub lambda: f64,
     /// RegionCL-D's weight `w_r` of the region term, added to the DenseCL loss. No code was
     /// released; the default 0.5 = `1 - lambda` gives the region term the weight of the global term
-    /// it extends, as in RegionCL-M where both weigh 1 (METHOD.md 5.2).
+    /// it extends, as in RegionCL-M where both weigh 1 (docs/method.md 5.2).
     pub region_weight: f64,
 }
 
-/// SimSiam's predictor and learning rate, and RegionCL-S's region weight (METHOD.md 6).
+/// SimSiam's predictor and learning rate, and RegionCL-S's region weight (docs/method.md 6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimSiamConfig {
@@ -145,7 +145,7 @@ pub struct SimSiamConfig {
     /// only the encoder's follows the cosine.
     pub fix_pred_lr: bool,
     /// RegionCL-S's weight of the region positives, added to the SimSiam loss (1, as RegionCL-M's
-    /// region term; METHOD.md 6.2).
+    /// region term; docs/method.md 6.2).
     pub region_weight: f64,
 }
 
@@ -246,7 +246,7 @@ pub struct DataConfig {
     pub loader_threads: u64,
 }
 
-/// The MoCo v2 view recipe (METHOD.md 8).
+/// The MoCo v2 view recipe (docs/method.md 8).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {

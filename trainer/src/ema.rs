@@ -1,6 +1,6 @@
-//! The momentum (key) encoder update (METHOD.md 2.3): `theta_k = m * theta_k + (1 - m) * theta_q`
-//! over **trainable parameters only**; BN running statistics and counters are not averaged (the key
-//! encoder keeps its own, from its own forward passes).
+//! The momentum (key) encoder update (docs/method.md 2.3):
+//! `theta_k = m * theta_k + (1 - m) * theta_q` over **trainable parameters only**; BN running statistics and counters are not averaged
+//! (the key encoder keeps its own, from its own forward passes).
 
 use tch::Tensor;
 
@@ -26,7 +26,7 @@ mod tests {
     use crate::model::{Arch, Encoder, ResNetSpec, Stem};
     use tch::Device;
 
-    /// METHOD.md 11.3 #8.
+    /// docs/method.md 11.3 #8.
     #[test]
     fn ema_of_trainable_parameters_only() {
         tch::manual_seed(0);

@@ -1,4 +1,4 @@
-//! Exporting a checkpoint's query backbone for downstream use (METHOD.md 9.4).
+//! Exporting a checkpoint's query backbone for downstream use (docs/method.md 9.4).
 //!
 //! - **torchvision**: bare torchvision names (`conv1.weight`, `layer1.0.bn1.running_mean`, ...,
 //!   `num_batches_tracked` included), so that
@@ -28,7 +28,7 @@ use crate::eval::resolve_checkpoint;
 pub enum ExportFormat {
     /// torchvision ResNet state dict names.
     Torchvision,
-    /// detectron2 ResNet names (METHOD.md 9.4).
+    /// detectron2 ResNet names (docs/method.md 9.4).
     Detectron2,
 }
 

@@ -1,7 +1,8 @@
-//! Weight initialisation (METHOD.md 2.1). Two schemes, recorded per method in the config:
+//! Weight initialisation (docs/method.md 2.1). Two schemes, recorded per method in the config:
 //!
-//! - [`InitScheme::OpenSelfSup`] (official RegionCL-M): convs Kaiming-normal, mode fan_in, ReLU gain
-//!   (std = sqrt(2 / fan_in)); Linear layers Kaiming-normal fan_in with zero bias; BN weight 1, bias 0.
+//! - [`InitScheme::OpenSelfSup`] (official RegionCL-M): convs Kaiming-normal, mode fan_in, ReLU
+//!   gain (std = sqrt(2 / fan_in)); Linear layers Kaiming-normal fan_in with zero bias; BN weight
+//!   1, bias 0.
 //! - [`InitScheme::Torchvision`] (official MoCo v2): convs Kaiming-normal, mode fan_out, ReLU gain;
 //!   Linear layers keep PyTorch's default (Kaiming-uniform a = sqrt(5): weight and bias uniform in
 //!   +-1/sqrt(fan_in)); BN weight 1, bias 0.

@@ -4,10 +4,10 @@
 //! pooling, the instance, region and dense InfoNCE losses and SimSiam's negative cosine, SGD with
 //! checkpointable state, exact resume, and the training loop ([`Pretrainer`] per method).
 //!
-//! The methods follow `METHOD.md` (sections 2-6) and the paper (Xu et al., *RegionCL*,
-//! <https://arxiv.org/abs/2111.12309>, Section 3). On CUDA the encoders run under bf16 autocast with
-//! channels_last tensors (through a small C++ shim, `csrc/torch_shim.cpp`); on the CPU in fp32, so
-//! everything runs in tests without a GPU.
+//! The methods follow `docs/method.md` (sections 2-6) and the paper (Xu et al., *RegionCL*,
+//! <https://arxiv.org/abs/2111.12309>, Section 3). On CUDA the encoders run under bf16 autocast
+//! with channels_last tensors (through a small C++ shim, `csrc/torch_shim.cpp`); on the CPU in
+//! fp32, so everything runs in tests without a GPU.
 //!
 //! ```no_run
 //! use regioncl_trainer::{Config, SyntheticSource, TrainOptions, train};

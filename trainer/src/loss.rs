@@ -1,6 +1,6 @@
-//! The InfoNCE losses of RegionCL-M (paper Eq. 1 and 2; METHOD.md 2.2, 3.8, 4.2), and in submodules
-//! DenseCL's dense InfoNCE ([`dense_loss`]) and SimSiam's negative cosine ([`simsiam_loss`],
-//! [`region_positive_loss`]).
+//! The InfoNCE losses of RegionCL-M (paper Eq. 1 and 2; docs/method.md 2.2, 3.8, 4.2), and in
+//! submodules DenseCL's dense InfoNCE ([`dense_loss`]) and SimSiam's negative cosine
+//! ([`simsiam_loss`], [`region_positive_loss`]).
 //!
 //! All vectors are L2-normalised, so dot products are cosines; logits are divided by `tau`; each
 //! row's positive is column 0 and the loss is `mean(logsumexp(row) - row[0])`. Computed in fp32.
@@ -62,7 +62,7 @@ pub fn instance_loss(q: &Tensor, k: &Tensor, queue: &Tensor, tau: f64) -> Tensor
 }
 
 /// The region queries and their intra-image negatives for each **source** image `i`
-/// (METHOD.md 3.8): canvas `c_i = za[i]` with negative `n_c[i] = zb[i]` (the paste sitting in
+/// (docs/method.md 3.8): canvas `c_i = za[i]` with negative `n_c[i] = zb[i]` (the paste sitting in
 /// composite i), paste `p_i = zb[pi(i)]` with negative `n_p[i] = za[pi(i)]` (the canvas of the
 /// composite holding it). Negatives are detached.
 #[derive(Debug)]
@@ -136,7 +136,7 @@ mod tests {
         l2_normalize(&Tensor::randn([n, d], (Kind::Float, Device::Cpu)))
     }
 
-    /// METHOD.md 11.3 #1: equal logits give ln(K+1) and ln(K+2).
+    /// docs/method.md 11.3 #1: equal logits give ln(K+1) and ln(K+2).
     #[test]
     fn uniform_logits() {
         let (b, d, kk) = (4, 128, 65536);
@@ -153,7 +153,8 @@ mod tests {
         assert!((l - (65537f64).ln()).abs() < 2e-5 && (lr - (65538f64).ln()).abs() < 2e-5);
     }
 
-    /// METHOD.md 11.3 #3: a random unit queue and positive cosine s give ln(1 + K e^{0.0977} e^{-s/tau}).
+    /// docs/method.md 11.3 #3: a random unit queue and positive cosine s give
+    /// `ln(1 + K e^{0.0977} e^{-s/tau})`.
     #[test]
     fn random_queue_first_loss() {
         tch::manual_seed(2);
@@ -171,7 +172,7 @@ mod tests {
         assert!((l - expect(0.5)).abs() < 0.05, "{l} vs {}", expect(0.5));
     }
 
-    /// METHOD.md 11.3 #6: tags of canvas / paste queries, negatives and positives.
+    /// docs/method.md 11.3 #6: tags of canvas / paste queries, negatives and positives.
     #[test]
     fn index_bookkeeping() {
         let b = 6;
@@ -197,7 +198,7 @@ mod tests {
         assert!(rowdot(&r.p, &k).equal(&Tensor::ones([b, 1], (Kind::Float, Device::Cpu))));
     }
 
-    /// METHOD.md 11.3 #7: the intra-image negative contributes only through the query.
+    /// docs/method.md 11.3 #7: the intra-image negative contributes only through the query.
     #[test]
     fn stop_gradient_on_intra_negative() {
         tch::manual_seed(4);

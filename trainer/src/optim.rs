@@ -1,6 +1,6 @@
 //! SGD with momentum and weight decay, written over tensors so its state checkpoints
-//! (METHOD.md 2.6): `v = mu v + (g + wd w)`, `w -= lr v`; dampening 0, no Nesterov, weight decay on
-//! every parameter (BN and biases included).
+//! (docs/method.md 2.6): `v = mu v + (g + wd w)`, `w -= lr v`; dampening 0, no Nesterov, weight
+//! decay on every parameter (BN and biases included).
 //!
 //! Parameters sit in groups; a group's learning rate is the scheduled LR times `lr_scale`, or a
 //! fixed value (`fixed_lr`, e.g. SimSiam's predictor with `--fix-pred-lr`). The update runs as one

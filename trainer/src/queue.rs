@@ -1,4 +1,5 @@
-//! The MoCo key queue (METHOD.md 2.4): `[dim, K]`, one unit-norm key per column, plus a pointer.
+//! The MoCo key queue (docs/method.md 2.4): `[dim, K]`, one unit-norm key per column, plus a
+//! pointer.
 
 use std::collections::HashMap;
 
@@ -109,7 +110,7 @@ impl Queue {
 mod tests {
     use super::*;
 
-    /// METHOD.md 11.3 #9: columns [ptr, ptr+N) hold k^T, ptr advances and wraps.
+    /// docs/method.md 11.3 #9: columns [ptr, ptr+N) hold k^T, ptr advances and wraps.
     #[test]
     fn enqueue_writes_columns_and_wraps() {
         tch::manual_seed(0);

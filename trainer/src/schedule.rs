@@ -1,5 +1,5 @@
-//! Learning rate: the batch-size scaling rule and the per-epoch cosine schedule (METHOD.md 4.4,
-//! 4.6): `lr_e = lr * 1/2 (1 + cos(pi e / E))`, `e = 0..E-1`, no warm-up, set once per epoch.
+//! Learning rate: the batch-size scaling rule and the per-epoch cosine schedule (docs/method.md
+//! 4.4, 4.6): `lr_e = lr * 1/2 (1 + cos(pi e / E))`, `e = 0..E-1`, no warm-up, set once per epoch.
 
 use crate::config::LrScaling;
 
@@ -21,7 +21,7 @@ pub fn cosine_lr(lr: f64, epoch: u64, epochs: u64) -> f64 {
 mod tests {
     use super::*;
 
-    /// METHOD.md 11.3 #11 (and the official log: 1.491e-1, 7.5e-2, 9.25e-6).
+    /// docs/method.md 11.3 #11 (and the official log: 1.491e-1, 7.5e-2, 9.25e-6).
     #[test]
     fn official_values() {
         let close = |a: f64, b: f64, rel: f64| (a - b).abs() <= rel * b.abs();
@@ -36,7 +36,7 @@ mod tests {
         assert_eq!(scaled_lr(0.03, 128, 256, LrScaling::None), 0.03);
     }
 
-    /// METHOD.md 11.3 #13: iterations per epoch on ImageNet-1k with drop_last.
+    /// docs/method.md 11.3 #13: iterations per epoch on ImageNet-1k with drop_last.
     #[test]
     fn iterations_per_epoch() {
         assert_eq!(1_281_167 / 1024, 1251);

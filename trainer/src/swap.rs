@@ -1,5 +1,5 @@
-//! Region swapping (METHOD.md 3; paper Section 3.1): the box, the pairing, the composite of the
-//! query view, and mask pooling on the feature map.
+//! Region swapping (docs/method.md 3; paper Section 3.1): the box, the pairing, the composite of
+//! the query view, and mask pooling on the feature map.
 //!
 //! A swap box has two faces: the **pixel box** copied between images and the **feature box** (grid
 //! cells of the backbone's stride-R map) pooled as the paste region. With the
@@ -90,11 +90,11 @@ impl SwapBox {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum SwapSampler {
-    /// The released code (METHOD.md 3.4): `v ~ U{0..W-1}`, `g = round_half_even(v / R)`,
+    /// The released code (docs/method.md 3.4): `v ~ U{0..W-1}`, `g = round_half_even(v / R)`,
     /// `s = min(R g, W - 1 - R k)`, cells from `floor(s / R)`. Produced the published numbers.
     #[default]
     Official,
-    /// The paper's intent (METHOD.md 3.5): `x0 ~ U{0..G-k}`, pixel box `= R * cells`.
+    /// The paper's intent (docs/method.md 3.5): `x0 ~ U{0..G-k}`, pixel box `= R * cells`.
     Aligned,
 }
 
@@ -201,8 +201,8 @@ impl Pairing {
     }
 }
 
-/// The composite of the query view (METHOD.md 3.6): image `i` with the pixel box replaced by the
-/// same window of image `pi(i)`. Keeps the input's memory format.
+/// The composite of the query view (docs/method.md 3.6): image `i` with the pixel box replaced by
+/// the same window of image `pi(i)`. Keeps the input's memory format.
 ///
 /// # Shapes
 /// `im_q: [B, 3, H, W]`, `pi: [B]` int64 -> `[B, 3, H, W]`.
@@ -217,8 +217,8 @@ pub fn composite(im_q: &Tensor, pi: &Tensor, b: &PixelBox) -> Tensor {
     comp
 }
 
-/// Mask pooling (METHOD.md 3.7): the mean over the feature box (`b`, paste) and over the rest of
-/// the grid (`a`, canvas), in fp32.
+/// Mask pooling (docs/method.md 3.7): the mean over the feature box (`b`, paste) and over the rest
+/// of the grid (`a`, canvas), in fp32.
 ///
 /// # Shapes
 /// `f: [B, D, Gh, Gw]` -> `(a, b)`, each `[B, D]` float.
@@ -236,7 +236,7 @@ pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
 mod tests {
     use super::*;
 
-    /// METHOD.md 11.3 #4.
+    /// docs/method.md 11.3 #4.
     #[test]
     fn composite_pastes_partner_window_only() {
         tch::manual_seed(0);
@@ -272,7 +272,7 @@ mod tests {
         assert!(Pairing::new(vec![1, 0, 3, 2]).is_ok());
     }
 
-    /// METHOD.md 11.3 #5.
+    /// docs/method.md 11.3 #5.
     #[test]
     fn mask_pooling_identity() {
         tch::manual_seed(1);
@@ -291,7 +291,7 @@ mod tests {
         assert!(b.allclose(&(sum / 12.0), 1e-5, 1e-6, false));
     }
 
-    /// METHOD.md 11.3 #12 through the trainer's types: the official sampler's clamped origins
+    /// docs/method.md 11.3 #12 through the trainer's types: the official sampler's clamped origins
     /// (the exhaustive table is the loader's `swap` tests), the aligned sampler's coinciding faces.
     #[test]
     fn samplers_through_the_loader() {

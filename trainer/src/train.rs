@@ -354,8 +354,8 @@ mod tests {
         eprintln!("mean loss: steps 8-19 {full_queue:.4}, steps 40-59 {end:.4}");
         assert!(end < full_queue - 0.3, "loss did not fall: {full_queue} -> {end}");
         let first = s.losses[0].1;
-        // METHOD.md 11.3 #3 for K = 256, d = 64: between ln(1 + K e^{sigma^2/2} e^{-1/tau}) (positive
-        // cosine 1) and ln(K + 1) (collapsed queue), sigma = (1/sqrt(64)) / 0.2.
+        // docs/method.md 11.3 #3 for K = 256, d = 64: between ln(1 + K e^{sigma^2/2} e^{-1/tau})
+        // (positive cosine 1) and ln(K + 1) (collapsed queue), sigma = (1/sqrt(64)) / 0.2.
         let lo = (1.0 + 256.0 * (0.625f64 * 0.625 / 2.0).exp() * (-5f64).exp()).ln();
         assert!(first.loss_inst > lo - 0.1 && first.loss_inst < (257f64).ln() + 0.2, "{first:?}");
         let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap();

@@ -1,6 +1,6 @@
 //! `regioncl eval knn|linear`: evaluate a checkpoint's representation on a labeled train / test
-//! pair of shard datasets (METHOD.md 9.1, 9.2), next to a randomly initialised network of the same
-//! architecture (`--random-init`) or raw pixels (`--pixels`) on the same split.
+//! pair of shard datasets (docs/method.md 9.1, 9.2), next to a randomly initialised network of the
+//! same architecture (`--random-init`) or raw pixels (`--pixels`) on the same split.
 
 use std::path::PathBuf;
 use std::time::Instant;

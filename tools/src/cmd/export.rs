@@ -1,5 +1,5 @@
 //! `regioncl export CHECKPOINT --to torchvision|detectron2 --out FILE`: the query backbone of a
-//! checkpoint for downstream use (METHOD.md 9.4).
+//! checkpoint for downstream use (docs/method.md 9.4).
 //!
 //! - `torchvision`: a `torch.save` state dict under torchvision names (BN running statistics
 //!   included) that `torchvision.models.resnet50().load_state_dict(torch.load(FILE),

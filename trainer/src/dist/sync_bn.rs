@@ -1,5 +1,5 @@
 //! SyncBN: batch normalisation whose batch statistics are those of every rank's samples together,
-//! as `torch.nn.SyncBatchNorm` (SimSiam normalises its whole global batch, METHOD.md 6.1).
+//! as `torch.nn.SyncBatchNorm` (SimSiam normalises its whole global batch, docs/method.md 6.1).
 //!
 //! Each rank computes its per-channel mean and (biased) variance and its sample count; one
 //! differentiable all-gather ([`Dist::all_gather_autograd`]) gives every rank all of them, and the

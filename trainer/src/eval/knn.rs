@@ -1,7 +1,7 @@
-//! Weighted k-NN classification of L2-normalised features (METHOD.md 9.1; InstDisc, the MoCo CIFAR
-//! demo's `knn_predict`): every test feature `x` is compared with the whole train bank by cosine
-//! similarity, its k most similar train samples vote for their labels with weight `exp(sim / T)`,
-//! and the class with the largest total is the prediction (top-5: the five largest totals).
+//! Weighted k-NN classification of L2-normalised features (docs/method.md 9.1; InstDisc, the MoCo
+//! CIFAR demo's `knn_predict`): every test feature `x` is compared with the whole train bank by
+//! cosine similarity, its k most similar train samples vote for their labels with weight
+//! `exp(sim / T)`, and the class with the largest total is the prediction (top-5: the five largest totals).
 
 use std::time::Instant;
 

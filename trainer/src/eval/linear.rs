@@ -1,4 +1,4 @@
-//! The MoCo linear probe (METHOD.md 9.2): a frozen backbone in evaluation mode (BN running
+//! The MoCo linear probe (docs/method.md 9.2): a frozen backbone in evaluation mode (BN running
 //! statistics read, never updated), global average pooling, one fc layer initialised N(0, 0.01)
 //! with zero bias, trained with SGD (lr 30, momentum 0.9, weight decay 0) and the learning rate
 //! divided by 10 at 60% and 80% of the epochs (epochs 60 and 80 of MoCo's 100). Training views are

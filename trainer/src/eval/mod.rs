@@ -1,5 +1,5 @@
-//! Evaluation of learned representations (METHOD.md section 9): the weighted k-NN classifier of
-//! the MoCo CIFAR demo / InstDisc ([`knn_accuracy`], [`KnnMonitor`] for use during training) and
+//! Evaluation of learned representations (docs/method.md section 9): the weighted k-NN classifier
+//! of the MoCo CIFAR demo / InstDisc ([`knn_accuracy`], [`KnnMonitor`] for use during training) and
 //! the MoCo linear probe ([`linear_probe`]), over labeled shard datasets read through the loader's
 //! pipeline.
 //!

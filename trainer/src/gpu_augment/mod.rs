@@ -1,8 +1,8 @@
-//! Colour augmentation of a batch on whatever device its pixels are on (METHOD.md section 8), from
-//! the per-sample parameters of the loader's plan ([`ViewParams`]): ColorJitter in each sample's own
-//! order, grayscale, Gaussian blur, solarize, the horizontal flip when the source did not apply it,
-//! then ImageNet normalisation. Semantics are torchvision 0.26's tensor ops on float `[0, 1]`
-//! images, i.e. those of `regioncl_augment`'s CPU ops, against which the tests check.
+//! Colour augmentation of a batch on whatever device its pixels are on (docs/method.md section 8),
+//! from the per-sample parameters of the loader's plan ([`ViewParams`]): ColorJitter in each
+//! sample's own order, grayscale, Gaussian blur, solarize, the horizontal flip when the source did
+//! not apply it, then ImageNet normalisation. Semantics are torchvision 0.26's tensor ops on float
+//! `[0, 1]` images, i.e. those of `regioncl_augment`'s CPU ops, against which the tests check.
 //!
 //! Vectorised over the batch: the parameters live on the host, so for every op (and every position
 //! of the jitter order) the samples it applies to are known without a device sync. Each op runs

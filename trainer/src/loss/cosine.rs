@@ -1,7 +1,7 @@
-//! SimSiam's negative cosine with stop-gradient (METHOD.md 6; Chen & He, *Exploring Simple Siamese
-//! Representation Learning*, <https://arxiv.org/abs/2011.10566>, Eq. 1-2), and the region positives
-//! of RegionCL-S (METHOD.md 6.2): the canvas and paste predictions of each source image regress onto
-//! the stop-gradient projection of the other view of that image.
+//! SimSiam's negative cosine with stop-gradient (docs/method.md 6; Chen & He, *Exploring Simple
+//! Siamese Representation Learning*, <https://arxiv.org/abs/2011.10566>, Eq. 1-2), and the region
+//! positives of RegionCL-S (docs/method.md 6.2): the canvas and paste predictions of each source
+//! image regress onto the stop-gradient projection of the other view of that image.
 
 use tch::{Kind, Tensor};
 
@@ -27,8 +27,8 @@ pub fn simsiam_loss(p1: &Tensor, p2: &Tensor, z1: &Tensor, z2: &Tensor) -> Tenso
 }
 
 /// The region predictions of each **source** image `i` (the SimSiam analogue of
-/// [`super::RegionQueries`], METHOD.md 3.8): canvas `c_i = pa[i]` (composite i holds the canvas of
-/// image i) and paste `p_i = pb[pi(i)]` (composite pi(i) holds the paste of image i). No
+/// [`super::RegionQueries`], docs/method.md 3.8): canvas `c_i = pa[i]` (composite i holds the
+/// canvas of image i) and paste `p_i = pb[pi(i)]` (composite pi(i) holds the paste of image i). No
 /// negatives: SimSiam has none.
 #[derive(Debug)]
 pub struct RegionPredictions {
@@ -116,9 +116,9 @@ mod tests {
         assert!(!z.grad().defined() || z.grad().abs().sum(Kind::Float).double_value(&[]) == 0.0);
     }
 
-    /// METHOD.md 11.3 #6 for RegionCL-S: composite j holds the canvas of j (`pa` tag j) and the
-    /// paste of pi(j) (`pb` tag pi(j)); both predictions of source i carry tag i, and their target
-    /// is row i of z (the other view of image i).
+    /// docs/method.md 11.3 #6 for RegionCL-S: composite j holds the canvas of j (`pa` tag j) and
+    /// the paste of pi(j) (`pb` tag pi(j)); both predictions of source i carry tag i, and their
+    /// target is row i of z (the other view of image i).
     #[test]
     fn index_bookkeeping() {
         let b = 6;

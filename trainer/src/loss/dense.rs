@@ -1,4 +1,4 @@
-//! DenseCL's dense InfoNCE (METHOD.md 5.1; Wang et al., *Dense Contrastive Learning*,
+//! DenseCL's dense InfoNCE (docs/method.md 5.1; Wang et al., *Dense Contrastive Learning*,
 //! <https://arxiv.org/abs/2011.09157>).
 //!
 //! Each grid cell `i` of image `n` is a query: its positive is the key cell `j*(n, i)` whose
@@ -51,8 +51,8 @@ mod tests {
         l2_normalize_last(&Tensor::randn(shape, (Kind::Float, Device::Cpu)))
     }
 
-    /// METHOD.md 11.3 #14: identical query and key features, distinct per cell: `j*(n, i) = i`.
-    /// A permutation of the key cells is undone.
+    /// docs/method.md 11.3 #14: identical query and key features, distinct per cell:
+    /// `j*(n, i) = i`. A permutation of the key cells is undone.
     #[test]
     fn correspondence_identity_and_permutation() {
         tch::manual_seed(0);

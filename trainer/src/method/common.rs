@@ -1,6 +1,6 @@
 //! The pieces every method's step shares: device colour augment of both views, the region swap and
-//! mask pooling of the query view (METHOD.md 3.6-3.7), the contrastive region queries, the loss
-//! bookkeeping and the optimiser step.
+//! mask pooling of the query view (docs/method.md 3.6-3.7), the contrastive region queries, the
+//! loss bookkeeping and the optimiser step.
 
 use tch::{Kind, Tensor};
 
@@ -88,8 +88,8 @@ pub(crate) struct RegionPool {
     pub pi: Tensor,
 }
 
-/// Builds the composite of `im_q` from the step's swap box and pairing (METHOD.md 3.6), runs the
-/// backbone on it (its own BN batch) and mask-pools canvas and paste (3.7).
+/// Builds the composite of `im_q` from the step's swap box and pairing (docs/method.md 3.6), runs
+/// the backbone on it (its own BN batch) and mask-pools canvas and paste (3.7).
 ///
 /// # Errors
 /// A missing swap box or pairing, or a box that does not fit the view or the grid.
@@ -114,7 +114,7 @@ pub(crate) fn region_pool(
 }
 
 /// The contrastive region queries (RegionCL-M, -D): canvas and paste vectors through the global
-/// head in one `[2B, D]` batch, normalised, assigned to their source images (METHOD.md 3.8).
+/// head in one `[2B, D]` batch, normalised, assigned to their source images (docs/method.md 3.8).
 pub(crate) fn contrastive_region_queries(
     encoder: &Encoder,
     pool: &RegionPool,
@@ -194,7 +194,7 @@ mod tests {
         t.get(i).argmax(0, false).int64_value(&[])
     }
 
-    /// METHOD.md 11.3 #6 through composite + mask pooling + the query assignment shared by
+    /// docs/method.md 11.3 #6 through composite + mask pooling + the query assignment shared by
     /// RegionCL-M and RegionCL-D (the head replaced by the identity).
     #[test]
     fn contrastive_region_bookkeeping_from_composites() {

@@ -1,4 +1,4 @@
-//! DenseCL and RegionCL-D (METHOD.md 5; Wang et al., <https://arxiv.org/abs/2011.09157>; paper
+//! DenseCL and RegionCL-D (docs/method.md 5; Wang et al., <https://arxiv.org/abs/2011.09157>; paper
 //! Section 3.2, "Extension to other SSL methods", <https://arxiv.org/abs/2111.12309>).
 //!
 //! One iteration, in the official DenseCL order:
@@ -14,9 +14,9 @@
 //! 5. backward, SGD, enqueue `k` into `queue` and `k2` (one pooled dense key per image) into
 //!    `queue2`.
 //!
-//! RegionCL-D's code was never released (METHOD.md 10.10): the region term is RegionCL-M's, added
-//! with weight `densecl.region_weight` (default 0.5, see [`crate::DenseClConfig`]); there is no
-//! dense region term.
+//! RegionCL-D's code was never released (docs/method.md 10 #10): the region term is RegionCL-M's,
+//! added with weight `densecl.region_weight` (default 0.5, see [`crate::DenseClConfig`]); there is
+//! no dense region term.
 
 use std::collections::HashMap;
 

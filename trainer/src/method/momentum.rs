@@ -1,6 +1,6 @@
 //! The query encoder and its momentum (key) encoder, shared by MoCo v2 / RegionCL-M and DenseCL /
-//! RegionCL-D (METHOD.md 2.3, 2.5): construction (the key encoder an exact, frozen copy), the EMA
-//! over trainable parameters, and the key forward with shuffle-BN.
+//! RegionCL-D (docs/method.md 2.3, 2.5): construction (the key encoder an exact, frozen copy), the
+//! EMA over trainable parameters, and the key forward with shuffle-BN.
 //!
 //! [`MomentumEncoders::key_forward`] is the one place where keys cross samples before the loss:
 //! on one device it permutes the key batch with a keyed permutation and restores the order after

@@ -1,4 +1,5 @@
-//! RegionCL-M and MoCo v2 (METHOD.md 4.2, 4.6; paper Section 3.2, <https://arxiv.org/abs/2111.12309>).
+//! RegionCL-M and MoCo v2 (docs/method.md 4.2, 4.6; paper Section 3.2,
+//! <https://arxiv.org/abs/2111.12309>).
 //!
 //! One iteration, in the official order:
 //! 1. colour-augment both views on the device; build the composite of the query view `im_q` from
@@ -169,7 +170,8 @@ mod tests {
     use crate::source::SyntheticSource;
     use tch::Kind;
 
-    /// METHOD.md 11.3 #10: in eval mode, shuffle -> forward -> unshuffle equals a plain forward.
+    /// docs/method.md 11.3 #10: in eval mode, shuffle -> forward -> unshuffle equals a plain
+    /// forward.
     #[test]
     fn shuffle_bn_round_trip_in_eval() {
         let config = tiny_config(Method::RegionClm);
@@ -186,7 +188,8 @@ mod tests {
         assert!(!t.allclose(&p, 1e-4, 1e-5, false));
     }
 
-    /// METHOD.md 11.3 #3: with K = 65536, d = 128 a fresh model's first losses lie in [6, 11.2].
+    /// docs/method.md 11.3 #3: with K = 65536, d = 128 a fresh model's first losses lie in
+    /// [6, 11.2].
     #[test]
     fn first_loss_with_paper_queue_in_range() {
         let mut config = tiny_config(Method::RegionClm);

@@ -1,4 +1,4 @@
-//! SimSiam and RegionCL-S (METHOD.md 6; Chen & He, <https://arxiv.org/abs/2011.10566>; paper
+//! SimSiam and RegionCL-S (docs/method.md 6; Chen & He, <https://arxiv.org/abs/2011.10566>; paper
 //! Section 3.2, "Extension to other SSL methods", <https://arxiv.org/abs/2111.12309>).
 //!
 //! One iteration:
@@ -15,7 +15,8 @@
 //! No momentum encoder, no queue, no negatives: RegionCL-S only adds positives (the paper: "we
 //! only enrich the positive pairs"). BN is the official SyncBN: statistics over the whole global
 //! batch, every rank's samples together in a multi-process run ([`crate::sync_batch_norm`]), plain
-//! BN over the batch on one device. The region pairing stays inside each rank's batch. RegionCL-S's code was never released (METHOD.md 10.10); this follows METHOD.md 6.2.
+//! BN over the batch on one device. The region pairing stays inside each rank's batch. RegionCL-S's
+//! code was never released (docs/method.md 10 #10); this follows docs/method.md 6.2.
 
 use std::collections::HashMap;
 

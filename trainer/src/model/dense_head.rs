@@ -1,4 +1,4 @@
-//! DenseCL's dense projection head (METHOD.md 5.1): 1x1 Conv(d -> hidden, bias) -> ReLU ->
+//! DenseCL's dense projection head (docs/method.md 5.1): 1x1 Conv(d -> hidden, bias) -> ReLU ->
 //! 1x1 Conv(hidden -> dim, bias) on the backbone's feature map, registered as `mlp2.{0,2}` next to
 //! the global MLP (`mlp.{0,2}`) of the DenseCL neck. Both convs keep PyTorch's default init, as in
 //! the official code (its neck initialiser only touches Linear and BN layers).

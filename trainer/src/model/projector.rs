@@ -1,6 +1,6 @@
 //! The MoCo v2 projector: Linear(d -> hidden, bias) -> ReLU -> Linear(hidden -> dim, bias), no BN
-//! (METHOD.md 1). Names follow OpenSelfSup's neck: `mlp.0`, `mlp.2` (torchvision's MoCo names it
-//! `fc.0` / `fc.2`; the checkpoint exporter can rename).
+//! (docs/method.md 1). Names follow OpenSelfSup's neck: `mlp.0`, `mlp.2` (torchvision's MoCo names
+//! it `fc.0` / `fc.2`; the checkpoint exporter can rename).
 
 use tch::Tensor;
 

@@ -2,7 +2,8 @@
 //!
 //! Names follow torchvision exactly (`conv1`, `bn1`, `layer{1..4}.{j}.{conv1,bn1,conv2,bn2,conv3,bn3,
 //! downsample.0,downsample.1}`), so a backbone exports to `torchvision.models.resnet50()` by copy
-//! (METHOD.md 9.4). The stride sits on the 3x3 conv (torchvision / "pytorch" style). No avgpool, no fc.
+//! (docs/method.md 9.4). The stride sits on the 3x3 conv (torchvision / "pytorch" style). No
+//! avgpool, no fc.
 //!
 //! Two stems:
 //! - [`Stem::ImageNet`]: 7x7/2 conv + 3x3/2 max-pool: total stride 32 (224 px -> 7x7 grid).

@@ -1,7 +1,8 @@
-//! SimSiam's heads (METHOD.md 6.1; Chen & He, <https://arxiv.org/abs/2011.10566>):
+//! SimSiam's heads (docs/method.md 6.1; Chen & He, <https://arxiv.org/abs/2011.10566>):
 //!
-//! - projector `mlp`: Linear(d -> h, no bias) -> BN -> ReLU -> Linear(h -> h, no bias) -> BN -> ReLU
-//!   -> Linear(h -> dim, no bias) -> BN(dim, no affine). Indices follow the official `fc.{0..7}`
+//! - projector `mlp`: Linear(d -> h, no bias) -> BN -> ReLU -> Linear(h -> h, no bias) -> BN ->
+//!   ReLU -> Linear(h -> dim, no bias) -> BN(dim, no affine). Indices follow the official
+//!   `fc.{0..7}`
 //!   (`mlp.0, mlp.1, mlp.3, mlp.4, mlp.6, mlp.7`). The official third Linear has a bias frozen at
 //!   its init value; the affine-free BN after it cancels any constant, so it is left out.
 //! - predictor: Linear(dim -> p, no bias) -> BN -> ReLU -> Linear(p -> dim, bias), names
