@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Wraps the safetensors file written by `regioncl export` in the container its consumer reads.
+"""The tests' oracle for `regioncl export`: what torch.save and pickle.dump write for the tensors of
+a safetensors file (`regioncl export --out FILE.safetensors`). regioncl writes its .pth and .pkl
+files itself; tests/tests/export.rs compares them with these.
 
     export_pickle.py --format torchvision IN.safetensors OUT.pth
         torch.save(state_dict) of torch tensors: what
@@ -8,9 +10,9 @@
         pickle.dump({"model": {name: numpy array}, "__author__": ..., "matching_heuristics": True})
         as MoCo's convert-pretrain-to-detectron2.py writes it (docs/method.md 9.4).
 
-The names are already final (Rust renames them); this script only changes the container. It reads
-safetensors itself (an 8-byte little-endian header length, a JSON header, raw little-endian data),
-so it needs numpy, and torch only for the torchvision format.
+The names are already final (regioncl renames them); this script only changes the container. It
+reads safetensors itself (an 8-byte little-endian header length, a JSON header, raw little-endian
+data), so it needs numpy, and torch only for the torchvision format.
 """
 
 import argparse

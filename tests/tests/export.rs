@@ -1,9 +1,12 @@
 //! `regioncl export` checked with the consumers' own code (the venv's torch and torchvision,
 //! `scripts/export_check.py`): a ResNet-50 checkpoint (a real, briefly trained run, so the BN
-//! running statistics are not the defaults) exported for torchvision loads into
-//! `torchvision.models.resnet50()` missing exactly `fc.weight` and `fc.bias` and computes the same
-//! pooled features as our model on the same real images; the detectron2 pickle holds numpy arrays
-//! under MoCo's renamed keys with the right shapes and values.
+//! running statistics are not the defaults) exported for torchvision loads with
+//! `torch.load(weights_only=True)` (and memory-mapped) into `torchvision.models.resnet50()`
+//! missing exactly `fc.weight` and `fc.bias`, holds exactly the checkpoint's tensors, and computes
+//! the same pooled features as our model on the same real images; the detectron2 pickle holds
+//! numpy arrays under MoCo's renamed keys with the right shapes and values. Both files equal what
+//! `torch.save` and `pickle.dump` write for the same tensors (`scripts/export_pickle.py`, the
+//! oracle). The binary writes them itself: the export runs with no Python on its `PATH`.
 
 use std::path::Path;
 use std::process::Command;
@@ -60,16 +63,50 @@ fn real_input() -> Tensor {
     x.expect("a batch")
 }
 
+/// Runs `regioncl export RUN --to FORMAT --out OUT` with neither Python nor a venv reachable.
+fn export_without_python(run: &Path, format: &str, out: &Path) {
+    let status = Command::new(crate::cli::regioncl())
+        .args(["export".as_ref(), run.as_os_str(), "--to".as_ref(), format.as_ref()])
+        .args(["--out".as_ref(), out.as_os_str()])
+        .env("PATH", "/nonexistent")
+        .env("REGIONCL_PYTHON", "/nonexistent/python")
+        .status()
+        .expect("run regioncl");
+    assert!(status.success(), "export --to {format}: {status}");
+}
+
+/// Runs export_pickle.py (the oracle) on a safetensors export.
+fn oracle(format: &str, input: &Path, out: &Path) {
+    let status = Command::new(python())
+        .arg(workspace().join("scripts/export_pickle.py"))
+        .args(["--format", format])
+        .arg(input)
+        .arg(out)
+        .status()
+        .expect("run python");
+    assert!(status.success(), "export_pickle.py --format {format}: {status}");
+}
+
 #[test]
 fn torchvision_and_detectron2_exports_round_trip() {
     let dir = TempDir::new("export");
     let run = resnet50_run(dir.path());
     let (pth, pkl) = (dir.path().join("r50.pth"), dir.path().join("r50_d2.pkl"));
-    run_ok(&[&"export", &run, &"--to", &"torchvision", &"--out", &pth]);
-    run_ok(&[&"export", &run, &"--to", &"detectron2", &"--out", &pkl]);
-    let st = dir.path().join("r50.safetensors");
-    run_ok(&[&"export", &run, &"--to", &"torchvision", &"--out", &st]);
-    assert!(st.is_file());
+    export_without_python(&run, "torchvision", &pth);
+    export_without_python(&run, "detectron2", &pkl);
+    let (st, st_d2) = (dir.path().join("r50.safetensors"), dir.path().join("r50_d2.safetensors"));
+    export_without_python(&run, "torchvision", &st);
+    export_without_python(&run, "detectron2", &st_d2);
+    let (oracle_pth, oracle_pkl) = (dir.path().join("oracle.pth"), dir.path().join("oracle.pkl"));
+    oracle("torchvision", &st, &oracle_pth);
+    oracle("detectron2", &st_d2, &oracle_pkl);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let checkpoint = regioncl_trainer::latest_checkpoint(&run).unwrap().expect("a checkpoint");
 
     // Our pooled features on real images, in eval mode.
     let (encoder, _) = load_encoder(&run, Device::Cpu).expect("load");
@@ -92,6 +129,12 @@ fn torchvision_and_detectron2_exports_round_trip() {
         .arg(&ff)
         .arg("--detectron2")
         .arg(&pkl)
+        .arg("--checkpoint")
+        .arg(checkpoint.join("model.safetensors"))
+        .arg("--oracle-torchvision")
+        .arg(&oracle_pth)
+        .arg("--oracle-detectron2")
+        .arg(&oracle_pkl)
         .output()
         .expect("run python");
     assert!(out.status.success(), "export_check.py: {}", String::from_utf8_lossy(&out.stderr));
@@ -104,6 +147,12 @@ fn torchvision_and_detectron2_exports_round_trip() {
     assert_eq!(v["unexpected"], serde_json::json!([]), "{stdout}");
     assert_eq!(v["has_running_stats"], true);
     assert_eq!(v["num_tensors"].as_u64(), Some(320 - 2), "resnet50 state dict minus fc");
+    assert_eq!(v["torchvision_order"], true, "keys in torchvision's state_dict order");
+    // The checkpoint's tensors, bit for bit; what torch.save writes for them.
+    for k in ["ckpt_missing", "ckpt_extra", "ckpt_mismatched", "oracle_mismatched"] {
+        assert_eq!(v[k], serde_json::json!([]), "{k}: {stdout}");
+    }
+    assert_eq!(v["oracle_keys_equal"], true, "{stdout}");
     assert_eq!(v["features_shape"], serde_json::json!([16, 2048]));
     let (diff, scale) =
         (v["max_abs_diff"].as_f64().unwrap(), v["max_abs_feature"].as_f64().unwrap());
@@ -119,7 +168,8 @@ fn torchvision_and_detectron2_exports_round_trip() {
     assert_eq!(v["d2_matching_heuristics"], true);
     assert_eq!(v["d2_all_numpy"], true);
     assert_eq!(v["d2_num_keys"].as_u64(), Some(318));
-    for k in ["d2_missing", "d2_extra", "d2_mismatched"] {
+    assert_eq!(v["d2_oracle_container"], true, "{stdout}");
+    for k in ["d2_missing", "d2_extra", "d2_mismatched", "d2_oracle_mismatched"] {
         assert_eq!(v[k], serde_json::json!([]), "{k}: {stdout}");
     }
     let shape = |k: &str| v["d2_sample"][k].clone();
@@ -127,6 +177,42 @@ fn torchvision_and_detectron2_exports_round_trip() {
     assert_eq!(shape("stem.conv1.norm.running_mean"), serde_json::json!([64]));
     assert_eq!(shape("res2.0.shortcut.weight"), serde_json::json!([256, 64, 1, 1]));
     assert_eq!(shape("res5.2.conv3.norm.bias"), serde_json::json!([2048]));
+}
+
+/// Issue 12 #15: `export --out DIR` printed a Python traceback and left a 2.8 MB temporary file
+/// behind. It is a clear error naming DIR, before anything is written; so is a detectron2 file not
+/// named `*.pkl` (detectron2 reads its pickle only from such a name).
+#[test]
+fn export_to_a_directory_is_an_error_and_leaves_nothing() {
+    let dir = TempDir::new("export-dir");
+    let run = dir.path().join("run");
+    let config = workspace().join("configs/tiny_cpu.toml");
+    run_ok(&[&"train", &"--config", &config, &"--out", &run, &"--set", &"run.max_steps=1"]);
+    let out_dir = dir.path().join("exports");
+    std::fs::create_dir(&out_dir).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .chain(std::fs::read_dir(&out_dir).unwrap())
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let wrong_name = dir.path().join("d2.pth");
+    for (to, out, want) in [
+        ("torchvision", &out_dir, "is a directory"),
+        ("detectron2", &out_dir, "is a directory"),
+        ("detectron2", &wrong_name, "*.pkl"),
+    ] {
+        let res = crate::cli::run(&[&"export", &run, &"--to", &to, &"--out", out]);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{to} {}: {stderr}", out.display());
+        assert!(stderr.contains(want) && stderr.contains(&*out.to_string_lossy()), "{stderr}");
+        assert!(!stderr.contains("Traceback"), "{stderr}");
+        assert_eq!(listing(), before, "nothing written for {to} {}", out.display());
+    }
 }
 
 #[test]

@@ -96,7 +96,11 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     fsync(path)
 }
 
-fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+/// The tensors of a checkpoint's safetensors file, by name.
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a missing or malformed file.
+pub(crate) fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let v = Tensor::read_safetensors(path)
         .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(v.into_iter().collect())

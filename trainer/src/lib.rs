@@ -68,7 +68,7 @@ pub use crate::eval::{
     LinearConfig, LinearEpoch, LinearReport, encode, knn_accuracy, linear_probe, load_encoder,
     pixel_features, random_encoder, resolve_checkpoint,
 };
-pub use crate::export::{ExportFormat, backbone_tensors, detectron2_name, export_tensors};
+pub use crate::export::{ExportFormat, Exported, export};
 pub use crate::gpu_augment::{ColourOptions, colour_batch};
 pub use crate::init::InitScheme;
 pub use crate::input::{BatchSource, StepInput};
