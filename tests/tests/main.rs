@@ -9,4 +9,5 @@ mod dist_train;
 mod eval;
 mod export;
 mod inspect;
+mod plot;
 mod train;

@@ -86,6 +86,17 @@ pub enum Error {
     /// A feature is not available in this build or on this device.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A line of a JSON-lines file (`metrics.jsonl`) is not a record.
+    #[error("{path}: line {line}: {source}")]
+    JsonLine {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// JSON (state file, metrics) could not be written or read.
     #[error("{path}: json: {source}")]
     Json {

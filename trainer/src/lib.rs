@@ -80,7 +80,7 @@ pub use crate::method::{
     DenseContrast, MomentumContrast, MomentumEncoders, Pretrainer, SimSiam, StepLosses,
     build_pretrainer,
 };
-pub use crate::metrics::{LogRecord, read_metrics};
+pub use crate::metrics::{LogRecord, RunLog, read_metrics};
 pub use crate::model::{
     Arch, DenseHead, Encoder, HeadSpec, Predictor, Projector, ResNet, ResNetSpec, SimSiamProjector,
     Stem, l2_normalize,

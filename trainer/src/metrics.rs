@@ -1,7 +1,7 @@
 //! What a run reports: a record per logged step (`RUN_DIR/metrics.jsonl`, one JSON object per
 //! line) and the human progress line made from it. The online k-NN monitor adds its own lines to
-//! the same file ([`crate::KnnRecord`]: `step`, `epoch` and a `knn` array), which
-//! [`read_metrics`] skips.
+//! the same file ([`KnnRecord`]: `step`, `epoch` and a `knn` array). [`read_metrics`] reads both
+//! kinds back as typed records.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::eval::KnnRecord;
 
 /// One logged step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,17 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// Every loss term of the record under its field name: the total, then the instance, region
+    /// and dense terms.
+    pub fn loss_terms(&self) -> [(&'static str, f64); 4] {
+        [
+            ("loss", self.loss),
+            ("loss_inst", self.loss_inst),
+            ("loss_region", self.loss_region),
+            ("loss_dense", self.loss_dense),
+        ]
+    }
+
     /// `epoch 3 step 1200/250200 loss 19.5312 (inst 9.7712 region 9.7600) lr 0.149800 1534.2 img/s
     /// data-wait 2.1%`.
     pub fn progress_line(&self) -> String {
@@ -128,19 +140,125 @@ impl MetricsFile {
     }
 }
 
-/// Reads every step record of a metrics file (k-NN monitor lines are skipped).
+/// Everything a run logged in its `metrics.jsonl`, as typed records.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunLog {
+    /// The step records, in file order.
+    pub steps: Vec<LogRecord>,
+    /// The online k-NN monitor's records, in file order.
+    pub knn: Vec<KnnRecord>,
+    /// The 1-based number of a last line that was cut off mid-write (the normal state of a file
+    /// whose run was killed), which was skipped.
+    pub torn_last_line: Option<usize>,
+}
+
+impl RunLog {
+    /// The run's loss curves, `(term, [(step, value)])`, one per term it logged, in
+    /// [`LogRecord::loss_terms`] order. A term that is 0 at every step is one the method does not
+    /// compute (the base methods' region term, the dense term outside DenseCL and RegionCL-D) and
+    /// is left out.
+    pub fn loss_curves(&self) -> Vec<(&'static str, Vec<(u64, f64)>)> {
+        let Some(first) = self.steps.first() else { return Vec::new() };
+        let names = first.loss_terms().map(|(name, _)| name);
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(t, name)| {
+                let points: Vec<(u64, f64)> =
+                    self.steps.iter().map(|r| (r.step, r.loss_terms()[t].1)).collect();
+                (name, points)
+            })
+            .filter(|(_, points)| points.iter().any(|&(_, v)| v != 0.0))
+            .collect()
+    }
+}
+
+/// Reads a metrics file: every step record and k-NN record. A last line that is not complete (no
+/// final newline) and does not parse is skipped and reported in [`RunLog::torn_last_line`].
 ///
 /// # Errors
-/// I/O failures or a malformed line.
-pub fn read_metrics(path: &Path) -> Result<Vec<LogRecord>> {
+/// [`Error::Io`] when the file cannot be read; [`Error::JsonLine`] naming the line for any other
+/// line that is not a record.
+pub fn read_metrics(path: &Path) -> Result<RunLog> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-    let json = |e| Error::Json { path: path.to_path_buf(), source: e };
-    let mut records = Vec::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).map_err(json)?;
-        if v.get("knn").is_none() {
-            records.push(serde_json::from_value(v).map_err(json)?);
+    let mut log = RunLog::default();
+    let lines: Vec<&str> = text.split('\n').collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |source| Error::JsonLine { path: path.to_path_buf(), line: i + 1, source };
+        let parsed = serde_json::from_str::<serde_json::Value>(line).and_then(|v| {
+            if v.get("knn").is_some() {
+                serde_json::from_value(v).map(|r| log.knn.push(r))
+            } else {
+                serde_json::from_value(v).map(|r| log.steps.push(r))
+            }
+        });
+        match parsed {
+            // The last element of the split is what follows the final newline: a torn write.
+            Err(_) if i + 1 == lines.len() => log.torn_last_line = Some(i + 1),
+            other => other.map_err(bad)?,
         }
     }
-    Ok(records)
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: u64) -> String {
+        let r = LogRecord {
+            step,
+            epoch: 0,
+            total_steps: 4,
+            loss: 19.5,
+            loss_inst: 9.75,
+            loss_region: 0.0,
+            loss_dense: 9.75,
+            lr: 0.1,
+            img_per_s: 100.0,
+            data_wait: 0.01,
+            elapsed_s: 1.0,
+            replaced: 0,
+        };
+        serde_json::to_string(&r).unwrap()
+    }
+
+    fn read(name: &str, text: &str) -> Result<RunLog> {
+        let path =
+            std::env::temp_dir().join(format!("regioncl-metrics-{name}-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let log = read_metrics(&path);
+        std::fs::remove_file(&path).unwrap();
+        log
+    }
+
+    /// Issue 12 #14: a torn last line (a run killed mid-write) made the whole file unreadable. It
+    /// is skipped and reported; a bad line anywhere else is an error naming its line.
+    #[test]
+    fn torn_last_line_is_skipped_and_reported() {
+        let knn = r#"{"step":1,"epoch":0,"temperature":0.07,"knn":[],"eval_s":0.5}"#;
+        let whole = format!("{}\n{knn}\n{}\n", record(0), record(1));
+        let torn = format!("{whole}{}", &record(2)[..20]);
+        let log = read("torn", &torn).unwrap();
+        assert_eq!((log.steps.len(), log.knn.len(), log.torn_last_line), (2, 1, Some(4)));
+        assert_eq!(log.steps[1].step, 1);
+        assert_eq!(read("whole", &whole).unwrap().torn_last_line, None);
+        let unterminated = format!("{whole}{}", record(2));
+        assert_eq!(read("unterminated", &unterminated).unwrap().steps.len(), 3);
+        let err = read("middle", &format!("{}\n{{oops\n{}\n", record(0), record(1))).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(read("empty", "").unwrap(), RunLog::default());
+    }
+
+    /// Issue 13: `regioncl plot` dropped DenseCL's dense term. Every term a run computes is a
+    /// curve; one that is 0 throughout (here the region term of DenseCL) is not.
+    #[test]
+    fn loss_curves_are_the_terms_the_run_logged() {
+        let log = read("curves", &format!("{}\n{}\n", record(0), record(1))).unwrap();
+        let curves = log.loss_curves();
+        let names: Vec<&str> = curves.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["loss", "loss_inst", "loss_dense"]);
+        assert_eq!(curves[2].1, [(0, 9.75), (1, 9.75)]);
+        assert!(RunLog::default().loss_curves().is_empty());
+    }
 }

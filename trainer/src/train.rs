@@ -358,7 +358,7 @@ mod tests {
         // (positive cosine 1) and ln(K + 1) (collapsed queue), sigma = (1/sqrt(64)) / 0.2.
         let lo = (1.0 + 256.0 * (0.625f64 * 0.625 / 2.0).exp() * (-5f64).exp()).ln();
         assert!(first.loss_inst > lo - 0.1 && first.loss_inst < (257f64).ln() + 0.2, "{first:?}");
-        let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap();
+        let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap().steps;
         assert_eq!(records.len(), 60);
         assert!(records.iter().all(|r| r.img_per_s > 0.0 && (0.0..=1.0).contains(&r.data_wait)));
         assert!(dir.0.join("backbone.safetensors").is_file());
@@ -383,6 +383,7 @@ mod tests {
         }
         let steps: Vec<u64> = crate::metrics::read_metrics(&b.0.join("metrics.jsonl"))
             .unwrap()
+            .steps
             .iter()
             .map(|r| r.step)
             .collect();

@@ -1,7 +1,10 @@
-//! `regioncl plot RUN_DIR`: PNG charts of a run's `metrics.jsonl` against the global step:
-//! `loss.png` (total, instance and region terms), `lr.png`, `throughput.png` (img/s and the
-//! data-wait share), `knn.png` (k-NN top-1 of the online monitor, when the run has it) and
-//! `overview.png` (all of them on one page), written to `RUN_DIR/plots/`.
+//! `regioncl plot RUN_DIR`: PNG charts of a run's `metrics.jsonl` (read as the trainer's typed
+//! records) against the global step: `loss.png` (the total and every term the method logged:
+//! instance, region, DenseCL's dense term), `lr.png`, `throughput.png` (img/s), `data_wait.png`
+//! (the data-wait share), `knn.png` (k-NN top-1 of the online monitor, when the run has it) and
+//! `overview.png` (all of them on one page), written to `RUN_DIR/plots/`. A run killed while
+//! writing its last line is plotted without that line, with a warning; a file without step records
+//! is an error.
 //!
 //! Text is rendered with ab_glyph from a TrueType font found at run time (`REGIONCL_FONT`, else
 //! DejaVu Sans / Liberation Sans / any `.ttf` under the usual font directories); on a machine with
@@ -14,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde_json::Value;
+use regioncl_trainer::{LogRecord, RunLog, read_metrics};
 
 /// Arguments of `regioncl plot`.
 #[derive(Debug, Args)]
@@ -93,7 +96,7 @@ fn find_ttf(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The series of a metrics file: (loss terms, lr, throughput, k-NN top-1 per k).
+/// The series of a run: loss terms, lr, throughput, data wait, k-NN top-1 per k.
 struct Metrics {
     loss: Vec<Series>,
     lr: Vec<Series>,
@@ -102,56 +105,38 @@ struct Metrics {
     knn: Vec<Series>,
 }
 
-fn read(path: &Path) -> Result<Metrics> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut m = Metrics {
-        loss: ["loss", "loss_inst", "loss_region"]
-            .iter()
-            .map(|n| (n.to_string(), vec![]))
-            .collect(),
-        lr: vec![("lr".into(), vec![])],
-        throughput: vec![("img/s".into(), vec![])],
-        data_wait: vec![("data wait %".into(), vec![])],
-        knn: Vec::new(),
+/// The charts' series of a run's typed records, against the number of steps done.
+fn series(log: &RunLog) -> Metrics {
+    let x = |step: u64| step as f64 + 1.0;
+    let one = |name: &str, y: &dyn Fn(&LogRecord) -> f64| {
+        vec![(name.to_string(), log.steps.iter().map(|r| (x(r.step), y(r))).collect())]
     };
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
-        let Some(step) = v.get("step").and_then(Value::as_f64) else { continue };
-        let x = step + 1.0; // steps done
-        if let Some(knn) = v.get("knn").and_then(Value::as_array) {
-            for a in knn {
-                let (Some(k), Some(top1)) =
-                    (a.get("k").and_then(Value::as_u64), a.get("top1").and_then(Value::as_f64))
-                else {
-                    continue;
-                };
-                let name = format!("k={k} top-1 %");
-                match m.knn.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, pts)) => pts.push((x, 100.0 * top1)),
-                    None => m.knn.push((name, vec![(x, 100.0 * top1)])),
-                }
+    let loss = log
+        .loss_curves()
+        .into_iter()
+        .map(|(name, points)| {
+            let finite = points.into_iter().filter(|(_, y)| y.is_finite());
+            (name.to_string(), finite.map(|(s, y)| (x(s), y)).collect())
+        })
+        .collect();
+    let mut knn: Vec<Series> = Vec::new();
+    for r in &log.knn {
+        for a in &r.knn {
+            let name = format!("k={} top-1 %", a.k);
+            let point = (x(r.step), 100.0 * a.top1);
+            match knn.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, points)) => points.push(point),
+                None => knn.push((name, vec![point])),
             }
-            continue;
-        }
-        let field = |name: &str| v.get(name).and_then(Value::as_f64);
-        for (name, pts) in &mut m.loss {
-            if let Some(y) = field(name).filter(|y| y.is_finite()) {
-                pts.push((x, y));
-            }
-        }
-        if let Some(y) = field("lr") {
-            m.lr[0].1.push((x, y));
-        }
-        if let Some(y) = field("img_per_s") {
-            m.throughput[0].1.push((x, y));
-        }
-        if let Some(y) = field("data_wait") {
-            m.data_wait[0].1.push((x, 100.0 * y));
         }
     }
-    Ok(m)
+    Metrics {
+        loss,
+        lr: one("lr", &|r| r.lr),
+        throughput: one("img/s", &|r| r.img_per_s),
+        data_wait: one("data wait %", &|r| 100.0 * r.data_wait),
+        knn,
+    }
 }
 
 fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
@@ -236,15 +221,27 @@ fn png(
     img.save(path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes the charts of `run_dir/metrics.jsonl` into `out`; returns the files written.
+/// Writes the charts of `run_dir/metrics.jsonl` into `out`; returns the files written. A last line
+/// cut off by a kill is skipped with a warning.
 ///
 /// # Errors
-/// A missing or malformed metrics file, or a PNG that cannot be written.
+/// A missing or malformed metrics file, one without step records, or a PNG that cannot be
+/// written.
 pub fn write_plots(run_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
-    let m = read(&run_dir.join("metrics.jsonl"))?;
+    let path = run_dir.join("metrics.jsonl");
+    let log = read_metrics(&path)?;
+    if let Some(line) = log.torn_last_line {
+        eprintln!(
+            "regioncl plot: warning: {}: line {line} is cut off (the run was stopped while \
+             writing it); skipped",
+            path.display()
+        );
+    }
+    anyhow::ensure!(!log.steps.is_empty(), "{}: no step records to plot", path.display());
+    let m = series(&log);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut panels: Vec<(&str, &str, &str, &[Series])> = vec![
-        ("loss", "Loss terms", "InfoNCE loss", &m.loss),
+        ("loss", "Loss terms", "loss", &m.loss),
         ("lr", "Learning rate", "lr", &m.lr),
         ("throughput", "Throughput", "images / s", &m.throughput),
         ("data_wait", "Data wait", "% of step time", &m.data_wait),

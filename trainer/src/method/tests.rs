@@ -103,7 +103,7 @@ fn curve(method: Method, early: std::ops::Range<usize>) -> (f64, f64) {
         .collect();
     eprintln!("{}: {}", method.as_str(), points.join(", "));
     assert!(dir.0.join("backbone.safetensors").is_file());
-    let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap();
+    let records = crate::metrics::read_metrics(&dir.0.join("metrics.jsonl")).unwrap().steps;
     assert_eq!(records.len(), 60);
     (mean(early), mean(40..60))
 }
