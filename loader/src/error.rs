@@ -75,6 +75,17 @@ pub enum Error {
     /// state that a later run resumes from.
     #[error("conversion cancelled")]
     Cancelled,
+    /// Another program holds the directory's [`DirLock`](crate::DirLock).
+    #[error(
+        "{}: the directory is in use by {holder}; wait for it to finish, or use another directory",
+        path.display()
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as its lock file says (`regioncl convert, pid 4242 on node7`).
+        holder: String,
+    },
 }
 
 /// What is wrong with a shard file. Offsets are byte offsets into the file.
@@ -225,9 +236,15 @@ pub enum ChecksumError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    /// Not JSON, or not a manifest.
-    #[error("invalid manifest")]
-    Json(#[source] serde_json::Error),
+    /// Not JSON, or not a manifest: the field (`shards[0].num_records`; empty at the top level)
+    /// and the parser's message, which names the line and column.
+    #[error("invalid manifest: {}{error}", if field.is_empty() { String::new() } else { format!("in `{field}`: ") })]
+    Json {
+        /// Where in the document, as a path of keys and indices.
+        field: String,
+        /// The parser's error (its message is part of this one's, so it is not a `source`).
+        error: serde_json::Error,
+    },
     /// The `format` field names another format.
     #[error("not a regioncl dataset manifest (format {found:?})")]
     ForeignFormat {

@@ -36,6 +36,7 @@ mod convert;
 mod dataset;
 mod error;
 mod fsutil;
+mod lock;
 mod manifest;
 mod order;
 mod pipeline;
@@ -44,13 +45,16 @@ pub mod shard;
 mod swap;
 
 pub use crate::convert::{
-    ConvertConfig, ConvertSummary, DEFAULT_QUALITY, DEFAULT_SHARD_SIZE, Progress, SKIPPED_FILE,
-    Skipped, Source, convert,
+    ConvertConfig, ConvertSummary, DEFAULT_QUALITY, DEFAULT_SHARD_SIZE, MAX_THREADS, Progress,
+    SKIPPED_FILE, Skipped, Source, convert,
 };
 pub use crate::dataset::Dataset;
 pub use crate::error::{ChecksumError, Error, FormatError, ManifestError, Result};
+pub use crate::fsutil::write_atomic;
+pub use crate::lock::{DirLock, LOCK_FILE};
 pub use crate::manifest::{
-    ConvertSettings, DATASET_FORMAT, DATASET_VERSION, MANIFEST_FILE, Manifest, ShardInfo,
+    ConvertSettings, DATASET_FORMAT, DATASET_VERSION, MANIFEST_FILE, MAX_CLASSES, Manifest,
+    ShardInfo,
 };
 pub use crate::order::{Order, OrderKind, Tail};
 pub use crate::pipeline::{

@@ -14,13 +14,13 @@
 //! }
 //! ```
 
-use std::io::Read;
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ManifestError, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{read_regular, write_atomic};
 
 /// File name of the manifest inside a dataset directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -30,6 +30,9 @@ pub const DATASET_FORMAT: &str = "regioncl-dataset";
 pub const DATASET_VERSION: u32 = 1;
 /// A manifest larger than this is refused before it is read.
 const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// The most classes a dataset may have (a label is below this): the converter refuses input
+/// with more, and a manifest listing more is refused.
+pub const MAX_CLASSES: usize = 1 << 22;
 
 /// What a dataset directory holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,25 +97,22 @@ impl Manifest {
     /// with the shard files is checked by [`Dataset::open`](crate::Dataset::open).
     ///
     /// # Errors
-    /// [`Error::Io`], [`Error::Limit`] for a file over 256 MiB, [`Error::Manifest`] for bad JSON
-    /// or an unsupported version.
+    /// [`Error::Io`] (also for a path that is not a regular file), [`Error::Limit`] for a file
+    /// over 256 MiB or more than [`MAX_CLASSES`] classes, [`Error::Manifest`] for bad JSON (naming
+    /// the field, line and column) or an unsupported version.
     pub fn read(path: impl AsRef<Path>) -> Result<Manifest> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, "open manifest", e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, "stat manifest", e))?.len();
-        if len > MAX_MANIFEST_BYTES {
+        let text = read_regular(path, "read manifest", "manifest size", MAX_MANIFEST_BYTES)?;
+        let manifest = Self::from_json(&text).map_err(|kind| Error::manifest(path, kind))?;
+        if manifest.class_names.len() > MAX_CLASSES {
             return Err(Error::Limit {
                 path: path.into(),
-                what: "manifest size",
-                value: len,
-                max: MAX_MANIFEST_BYTES,
+                what: "class count",
+                value: manifest.class_names.len() as u64,
+                max: MAX_CLASSES as u64,
             });
         }
-        let mut text = Vec::with_capacity(len as usize);
-        file.take(MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| Error::io(path, "read manifest", e))?;
-        Self::from_json(&text).map_err(|kind| Error::manifest(path, kind))
+        Ok(manifest)
     }
 
     /// Parses a manifest from JSON bytes.
@@ -123,7 +123,7 @@ impl Manifest {
             format_version: u32,
         }
         // Read the version first: a newer manifest may not parse as this version's struct.
-        let v: Version = serde_json::from_slice(text).map_err(ManifestError::Json)?;
+        let v: Version = parse(text)?;
         if v.format != DATASET_FORMAT {
             return Err(ManifestError::ForeignFormat { found: v.format });
         }
@@ -133,7 +133,7 @@ impl Manifest {
                 supported: DATASET_VERSION,
             });
         }
-        serde_json::from_slice(text).map_err(ManifestError::Json)
+        parse(text)
     }
 
     /// The manifest as pretty JSON, with a final newline.
@@ -150,6 +150,19 @@ impl Manifest {
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
         write_atomic(&dir.as_ref().join(MANIFEST_FILE), self.to_json().as_bytes())
     }
+}
+
+/// Parses JSON, naming the field (as a path of keys and indices) where it went wrong.
+fn parse<T: DeserializeOwned>(text: &[u8]) -> Result<T, ManifestError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        ManifestError::Json { field, error: e.into_inner() }
+    })?;
+    // Only whitespace may follow the document.
+    de.end().map_err(|error| ManifestError::Json { field: String::new(), error })?;
+    Ok(value)
 }
 
 /// Whether `name` is a plain file name: no separator, not `.` or `..`, not empty.
@@ -199,7 +212,29 @@ mod tests {
 
     #[test]
     fn garbage_is_a_json_error() {
-        assert!(matches!(Manifest::from_json(b"\x00\xff{"), Err(ManifestError::Json(_))));
+        assert!(matches!(Manifest::from_json(b"\x00\xff{"), Err(ManifestError::Json { .. })));
+    }
+
+    /// Issue 12 #16: a bad manifest printed only "invalid manifest".
+    #[test]
+    fn bad_manifest_names_the_line_and_field() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["shards"][0]["num_records"] = "two".into();
+        let json = serde_json::to_string_pretty(&v).unwrap();
+        let message = Manifest::from_json(json.as_bytes()).unwrap_err().to_string();
+        let line = 1 + json.lines().position(|l| l.contains("\"two\"")).unwrap();
+        let field = "invalid manifest: in `shards[0].num_records`: invalid type: string \"two\"";
+        assert!(message.starts_with(field), "{message}");
+        assert!(message.contains(&format!(" at line {line} column ")), "{message}");
+
+        let json = sample().to_json().replace("\"crc32c\": 7", "\"crc\": 7");
+        let message = Manifest::from_json(json.as_bytes()).unwrap_err().to_string();
+        let field = "invalid manifest: in `shards[0]`: missing field `crc32c` at line ";
+        assert!(message.starts_with(field), "{message}");
+
+        let message = Manifest::from_json(b"{\"format\": 1}").unwrap_err().to_string();
+        let field = "invalid manifest: in `format`: invalid type: integer `1`, expected a string";
+        assert!(message.starts_with(field), "{message}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn bad_manifest_files() {
 
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let err = Dataset::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Manifest { kind: ManifestError::Json(_), .. }), "{err:?}");
+    assert!(matches!(err, Error::Manifest { kind: ManifestError::Json { .. }, .. }), "{err:?}");
     assert!(err.to_string().starts_with(&path.display().to_string()));
 
     std::fs::write(&path, text.replace("\"format_version\": 1", "\"format_version\": 2")).unwrap();
@@ -161,7 +161,7 @@ fn bad_manifest_files() {
     ));
 
     std::fs::write(&path, noise(1000, 1)).unwrap();
-    assert!(matches!(manifest_error(Dataset::open(dir.path())), ManifestError::Json(_)));
+    assert!(matches!(manifest_error(Dataset::open(dir.path())), ManifestError::Json { .. }));
 
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(Dataset::open(dir.path()), Err(Error::Io { .. })));

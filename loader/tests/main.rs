@@ -2,5 +2,6 @@
 
 mod common;
 mod convert;
+mod convert_safety;
 mod dataset;
 mod shard;

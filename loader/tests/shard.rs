@@ -216,6 +216,29 @@ fn missing_file_is_io() {
     assert!(matches!(Shard::open(dir.path().join("nope.rcl")), Err(Error::Io { .. })));
 }
 
+/// Issue 12 #9: a manifest naming a FIFO hung every reader of the dataset in `open`.
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_a_device_is_refused_without_blocking() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path().join("s.rcl");
+    mkfifo(&fifo);
+    for (path, kind) in [(fifo.as_path(), "a FIFO"), (Path::new("/dev/zero"), "a character device")]
+    {
+        let err = Shard::open(path).unwrap_err();
+        let Error::Io { source, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(source.to_string(), format!("{kind}, not a file"));
+        assert_eq!(err.to_string(), format!("{}: open shard", path.display()));
+    }
+}
+
+/// Makes a FIFO at `path` with mkfifo(1).
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
 #[test]
 fn other_version_is_refused_by_number() {
     let mut b = shard_bytes(&records(2));

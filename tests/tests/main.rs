@@ -3,6 +3,7 @@
 
 mod cli;
 mod convert;
+mod convert_safety;
 mod demo;
 mod dist;
 mod dist_train;

@@ -60,7 +60,8 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("regioncl: error: {err:#}");
+            // Paths and names in the chain come from data: escape control characters.
+            eprintln!("regioncl: error: {}", cmd::printable(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }

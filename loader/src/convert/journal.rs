@@ -1,7 +1,8 @@
 //! The conversion journal: `convert.journal` in the output directory, JSON lines. The first line
-//! names the job (its fingerprint); each further line is a shard that was published (fsynced and
-//! renamed) before the line was appended and fsynced. A run that restarts keeps the shards of the
-//! journal's complete lines and redoes everything after them.
+//! names the job (its fingerprint) and the prefix of its temporary files; each further line is a
+//! shard that was published (fsynced and renamed) before the line was appended and fsynced. A run
+//! that restarts keeps the shards of the journal's complete lines and redoes everything after
+//! them.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,17 +11,22 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{sync_parent, write_atomic};
+use crate::fsutil::{TMP_PREFIX, read_regular, sync_parent, write_atomic};
 use crate::manifest::ShardInfo;
 
 /// File name of the journal inside the output directory.
 pub(crate) const JOURNAL_FILE: &str = "convert.journal";
-const JOURNAL_VERSION: u32 = 1;
+/// Version 2 names the temporary-file prefix.
+const JOURNAL_VERSION: u32 = 2;
+/// A journal longer than this is refused unread (a line per shard: a few MiB for ImageNet).
+const MAX_JOURNAL_BYTES: u64 = 1 << 30;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
     journal: u32,
     fingerprint: String,
+    /// The prefix of this job's temporary file names: a resumed run removes those, and only those.
+    tmp_prefix: String,
 }
 
 /// One published shard and what the conversion had done when it was published.
@@ -40,6 +46,8 @@ pub(crate) struct ShardDone {
 pub(crate) struct Journal {
     path: PathBuf,
     file: File,
+    /// The prefix of the job's temporary file names.
+    pub tmp_prefix: String,
     pub done: Vec<ShardDone>,
     /// Byte length of the head line and of each entry line, to truncate.
     line_ends: Vec<u64>,
@@ -49,7 +57,11 @@ impl Journal {
     /// Starts a journal for the job `fingerprint` in `dir`.
     pub fn create(dir: &Path, fingerprint: &str) -> Result<Journal> {
         let path = dir.join(JOURNAL_FILE);
-        let head = Head { journal: JOURNAL_VERSION, fingerprint: fingerprint.into() };
+        let head = Head {
+            journal: JOURNAL_VERSION,
+            fingerprint: fingerprint.into(),
+            tmp_prefix: TMP_PREFIX.into(),
+        };
         let mut line = serde_json::to_string(&head).unwrap_or_default();
         line.push('\n');
         write_atomic(&path, line.as_bytes())?;
@@ -57,7 +69,13 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, "open journal", e))?;
-        Ok(Journal { path, file, done: Vec::new(), line_ends: vec![line.len() as u64] })
+        Ok(Journal {
+            path,
+            file,
+            tmp_prefix: head.tmp_prefix,
+            done: Vec::new(),
+            line_ends: vec![line.len() as u64],
+        })
     }
 
     /// Opens the journal in `dir`, if there is one, keeping its complete lines (a line torn by a
@@ -67,10 +85,12 @@ impl Journal {
     /// [`Error::Config`] if it belongs to another job (other input or settings).
     pub fn open(dir: &Path, fingerprint: &str) -> Result<Option<Journal>> {
         let path = dir.join(JOURNAL_FILE);
-        let text = match std::fs::read(&path) {
+        let text = match read_regular(&path, "read journal", "journal size", MAX_JOURNAL_BYTES) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&path, "read journal", e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         let mut lines = text.split_inclusive(|&b| b == b'\n').filter(|l| l.ends_with(b"\n"));
         let head: Option<Head> = lines.next().and_then(|l| serde_json::from_slice(l).ok());
@@ -101,7 +121,7 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, "open journal", e))?;
-        let mut journal = Journal { path, file, done, line_ends };
+        let mut journal = Journal { path, file, tmp_prefix: head.tmp_prefix, done, line_ends };
         if end != text.len() as u64 {
             journal.truncate(journal.done.len())?;
         }

@@ -13,19 +13,26 @@
 //!   has been decoded (strict) after any re-encode. EXIF orientation is kept in stored bytes and
 //!   not applied, as torchvision's loader does not apply it.
 //! - **Skipped files** (empty, truncated, corrupt, not an image, over
-//!   [`ConvertConfig::max_pixels`]) are never fatal: they are listed with the reason in
-//!   `skipped.tsv` in the output directory.
+//!   [`ConvertConfig::max_pixels`], over 1 GiB, not a regular file: a FIFO or a device is never
+//!   opened for reading) are never fatal: they are listed with the reason in `skipped.tsv` in the
+//!   output directory. Input with no image file, or none that converts, is an error.
 //! - **Order.** Records are ordered by a Fisher-Yates shuffle, seeded by [`ConvertConfig::seed`],
 //!   of the file list sorted by relative path, so every shard mixes classes. Shards are filled in
 //!   that order and closed before they would exceed [`ConvertConfig::shard_size`].
 //! - **Determinism.** Files are prepared in parallel but written in record order: the output is
 //!   byte-identical whatever the thread count (on one machine: libjpeg-turbo and the resizer pick
 //!   SIMD paths by CPU, so re-encoded bytes may differ across CPU families).
-//! - **Atomic and resumable.** Shards are written as temporary files, fsynced and renamed, then
-//!   logged in a journal; the manifest is written last. A run killed at any moment and started
-//!   again with the same input and settings keeps the logged shards, discards partial files,
-//!   redoes the rest and produces the same bytes as an uninterrupted run.
+//! - **Atomic and resumable.** Shards are written as temporary files (named `.regioncl-tmp-` +
+//!   the shard's name), fsynced and renamed, then logged in a journal; the manifest is written
+//!   last. A run killed at any moment and started again with the same input and settings keeps
+//!   the logged shards, discards its own partial files, redoes the rest and produces the same
+//!   bytes as an uninterrupted run.
+//! - **Nothing else is touched.** The output directory is locked ([`DirLock`](crate::DirLock))
+//!   while a conversion runs: a second one into it fails at once, naming the first. An output
+//!   directory that holds anything but this conversion's files (or that is the input directory)
+//!   is refused before anything in it is changed; only files the conversion made are removed.
 
+mod assemble;
 mod journal;
 mod pipeline;
 mod run;
@@ -44,6 +51,8 @@ pub const SKIPPED_FILE: &str = "skipped.tsv";
 pub const DEFAULT_SHARD_SIZE: u64 = 512 << 20;
 /// Default JPEG quality of re-encoded records.
 pub const DEFAULT_QUALITY: u8 = 95;
+/// The most worker threads a conversion (or any thread count the loader is given) may ask for.
+pub const MAX_THREADS: usize = 1024;
 
 /// Where the images come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +72,7 @@ pub enum Source {
 /// Conversion settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvertConfig {
-    /// Worker threads; 0 uses every core.
+    /// Worker threads; 0 uses every core; at most [`MAX_THREADS`].
     pub threads: usize,
     /// Resize (and re-encode) every image whose longer side exceeds this.
     pub max_side: Option<u32>,
@@ -108,6 +117,12 @@ impl ConvertConfig {
         }
         if self.max_pixels == 0 {
             return Err(Error::Config("max pixels must be at least 1".into()));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(Error::Config(format!(
+                "threads {} exceeds the limit of {MAX_THREADS}",
+                self.threads
+            )));
         }
         Ok(())
     }
@@ -192,9 +207,11 @@ impl ConvertSummary {
 /// holds the finished dataset, nothing is done.
 ///
 /// # Errors
-/// [`Error::Config`] for bad settings, a bad list file, or an `out` that holds something else;
-/// [`Error::Io`] when the input cannot be listed or the output cannot be written. Files that
-/// cannot be decoded are not errors: they are skipped and reported.
+/// [`Error::Config`] for bad settings, a bad list file, input with no image file (or none that
+/// converts), or an `out` that holds something else or is the input directory;
+/// [`Error::Locked`] when another conversion holds `out`; [`Error::Limit`] for a list file over
+/// its limit; [`Error::Io`] when the input cannot be listed or the output cannot be written.
+/// Files that cannot be decoded are not errors: they are skipped and reported.
 pub fn convert(
     source: &Source,
     out: &Path,

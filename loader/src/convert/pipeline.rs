@@ -3,14 +3,13 @@
 //! depend on the number of threads. At most `window` files are in flight.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 
 use crate::convert::scan::Item;
 use crate::convert::transcode::{Prepared, Recipe, Scratch, prepare};
 use crate::error::{Error, Result};
+use crate::fsutil::read_regular;
 
 /// Files larger than this are skipped unread (a record's length is a u32, and no real image
 /// comes near it).
@@ -91,13 +90,14 @@ pub(crate) fn run(
     })
 }
 
+/// The file's bytes, or why it is skipped. Only a regular file is read, and only up to its size
+/// (a FIFO would block, `/dev/zero` never ends).
 fn read(item: &Item) -> Result<Vec<u8>, String> {
-    let file = fs::File::open(&item.path).map_err(|e| format!("cannot read: {e}"))?;
-    let len = file.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(format!("file of {len} bytes exceeds the limit of {MAX_FILE_BYTES} bytes"));
-    }
-    let mut raw = Vec::with_capacity(len as usize);
-    file.take(MAX_FILE_BYTES).read_to_end(&mut raw).map_err(|e| format!("cannot read: {e}"))?;
-    Ok(raw)
+    read_regular(&item.path, "read", "file size", MAX_FILE_BYTES).map_err(|e| match e {
+        Error::Limit { value, max, .. } => {
+            format!("file of {value} bytes exceeds the limit of {max} bytes")
+        }
+        Error::Io { source, .. } => format!("cannot read: {source}"),
+        other => format!("cannot read: {other}"),
+    })
 }

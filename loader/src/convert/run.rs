@@ -5,21 +5,23 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::convert::journal::{JOURNAL_FILE, Journal, ShardDone};
+use crate::convert::assemble::{Assembler, shard_number};
+use crate::convert::journal::{JOURNAL_FILE, Journal};
 use crate::convert::scan::{Inputs, permutation, scan};
-use crate::convert::transcode::{Action, Prepared, Recipe};
+use crate::convert::transcode::Recipe;
 use crate::convert::{
     ConvertConfig, ConvertSummary, Progress, SKIPPED_FILE, Skipped, Source, pipeline,
 };
 use crate::error::{Error, Result};
-use crate::fsutil::{sync_parent, write_atomic};
+use crate::fsutil::{read_regular, tmp_path, write_atomic};
+use crate::lock::{DirLock, LOCK_FILE};
 use crate::manifest::{ConvertSettings, DATASET_FORMAT, DATASET_VERSION, MANIFEST_FILE, Manifest};
-use crate::shard::format::ENTRY_LEN;
 use crate::shard::reader::Shard;
-use crate::shard::writer::ShardWriter;
 
 const ORDER: &str = "fisher-yates shuffle (splitmix64, seed) of the files sorted by relative path";
 const ALPHA: &str = "composited onto white";
+/// `skipped.tsv` longer than this is not read back.
+const MAX_REPORT_BYTES: u64 = 1 << 30;
 
 pub(crate) fn convert(
     source: &Source,
@@ -28,18 +30,48 @@ pub(crate) fn convert(
     progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<ConvertSummary> {
     let start = Instant::now();
-    let inputs = scan(source, out)?;
-    let settings = settings(source, config, &inputs);
+    check_output_is_not_input(source, out)?;
+    let created = fs::symlink_metadata(out).is_err();
     fs::create_dir_all(out).map_err(|e| Error::io(out, "create output directory", e))?;
+    let result = (|| {
+        let _lock = DirLock::acquire(out, "convert")?;
+        convert_locked(source, out, config, progress, start)
+    })();
+    if result.is_err() && created {
+        // A failed run leaves no empty directory behind. One that holds resumable work is not
+        // empty, and this fails, as it should.
+        let _ = fs::remove_dir(out);
+    }
+    result
+}
+
+fn convert_locked(
+    source: &Source,
+    out: &Path,
+    config: &ConvertConfig,
+    progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    start: Instant,
+) -> Result<ConvertSummary> {
+    let inputs = scan(source, out)?;
+    if inputs.items.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no image file to convert ({} class(es); {} hidden, non-image or top-level \
+             file(s) ignored)",
+            source_name(source),
+            inputs.class_names.len(),
+            inputs.num_ignored
+        )));
+    }
+    let settings = settings(source, config, &inputs);
     let mut summary = ConvertSummary {
         num_classes: inputs.class_names.len(),
         empty_classes: inputs.empty_classes.clone(),
         num_ignored: inputs.num_ignored,
         ..Default::default()
     };
-    if let Some(done) = already_complete(out, &settings, &mut summary)? {
+    if already_complete(out, &settings, &mut summary)? {
         summary.elapsed = start.elapsed();
-        return Ok(done);
+        return Ok(summary);
     }
     let mut journal = match Journal::open(out, &settings.fingerprint)? {
         Some(journal) => journal,
@@ -49,7 +81,7 @@ pub(crate) fn convert(
         }
     };
     keep_published_shards(out, &mut journal)?;
-    remove_leftovers(out, journal.done.len())?;
+    remove_leftovers(out, &journal)?;
 
     let order = permutation(inputs.items.len(), config.seed);
     let recipe = Recipe {
@@ -100,6 +132,16 @@ pub(crate) fn convert(
     drop(asm);
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     write_report(out, &skipped, &inputs.empty_classes)?;
+    if shards.is_empty() {
+        // The journal stays: running again redoes the (quick) work and fails the same way.
+        return Err(Error::Config(format!(
+            "{}: no image could be converted: all {} file(s) were skipped, for the reasons \
+             listed in {}",
+            source_name(source),
+            skipped.len(),
+            out.join(SKIPPED_FILE).display()
+        )));
+    }
     let manifest = Manifest {
         format: DATASET_FORMAT.into(),
         format_version: DATASET_VERSION,
@@ -156,15 +198,16 @@ fn settings(source: &Source, config: &ConvertConfig, inputs: &Inputs) -> Convert
     settings
 }
 
-/// If `out` holds a finished dataset: the summary of it when it is this job's, an error if not.
+/// Whether `out` holds a finished dataset of this job (filling `summary` from it); an error if
+/// it holds one of another job.
 fn already_complete(
     out: &Path,
     settings: &ConvertSettings,
     summary: &mut ConvertSummary,
-) -> Result<Option<ConvertSummary>> {
+) -> Result<bool> {
     let path = out.join(MANIFEST_FILE);
     if !path.exists() {
-        return Ok(None);
+        return Ok(false);
     }
     let manifest = Manifest::read(&path)?;
     if manifest.converter != *settings {
@@ -179,7 +222,15 @@ fn already_complete(
     if journal.exists() {
         fs::remove_file(&journal).map_err(|e| Error::io(&journal, "remove journal", e))?;
     }
-    let report = fs::read_to_string(out.join(SKIPPED_FILE)).unwrap_or_default();
+    let report_path = out.join(SKIPPED_FILE);
+    let report = match read_regular(&report_path, "read report", "report size", MAX_REPORT_BYTES) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        // Written before the manifest; a user may have removed it since.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            String::new()
+        }
+        Err(e) => return Err(e),
+    };
     summary.skipped = report
         .lines()
         .skip(1)
@@ -191,24 +242,45 @@ fn already_complete(
     summary.num_shards = manifest.shards.len();
     summary.num_bytes = manifest.num_bytes;
     summary.already_complete = true;
-    Ok(Some(summary.clone()))
+    Ok(true)
 }
 
-/// A directory without journal or manifest may only hold temporary files of an interrupted start.
+/// Refuses an output directory that is the input directory or holds it.
+fn check_output_is_not_input(source: &Source, out: &Path) -> Result<()> {
+    let root = match source {
+        Source::ImageFolder(root) | Source::List { root, .. } => root,
+    };
+    // Paths that do not resolve (yet) cannot be the same directory.
+    let (Ok(root), Ok(resolved)) = (fs::canonicalize(root), fs::canonicalize(out)) else {
+        return Ok(());
+    };
+    if root.starts_with(&resolved) {
+        return Err(Error::Config(format!(
+            "{}: the output directory is or holds the input directory {}; convert into another \
+             directory",
+            out.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A directory without journal or manifest may hold only the lock and the journal's temporary
+/// file (a start killed while creating the journal), which is removed. Anything else is refused,
+/// and nothing is removed.
 fn check_fresh(out: &Path) -> Result<()> {
-    for entry in fs::read_dir(out).map_err(|e| Error::io(out, "read output directory", e))? {
-        let path = entry.map_err(|e| Error::io(out, "read output directory", e))?.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
-            fs::remove_file(&path).map_err(|e| Error::io(&path, "remove temporary file", e))?;
-        } else {
+    let journal_tmp = tmp_path(&out.join(JOURNAL_FILE));
+    for path in list_dir(out)? {
+        if path != journal_tmp && path.file_name().is_none_or(|n| n != LOCK_FILE) {
             return Err(Error::Config(format!(
-                "{} is not empty and holds no conversion to resume; remove it or convert into \
-                 another directory",
-                out.display()
+                "{} is not empty and holds no conversion to resume ({} among others); remove \
+                 it or convert into another directory",
+                out.display(),
+                path.display()
             )));
         }
     }
-    Ok(())
+    remove_if_present(&journal_tmp)
 }
 
 /// Keeps the journal's shards whose files are intact; from the first one that is not, the
@@ -232,25 +304,45 @@ fn keep_published_shards(out: &Path, journal: &mut Journal) -> Result<()> {
     Ok(())
 }
 
-/// Removes temporary files and shard files past the journal (published, not yet logged).
-fn remove_leftovers(out: &Path, num_done: usize) -> Result<()> {
-    for entry in fs::read_dir(out).map_err(|e| Error::io(out, "read output directory", e))? {
-        let path = entry.map_err(|e| Error::io(out, "read output directory", e))?.path();
+/// Removes this job's temporary files (the journal's prefix followed by the name of a file the
+/// conversion writes) and the shard files past the journal (published, not yet logged). Nothing
+/// else is touched.
+fn remove_leftovers(out: &Path, journal: &Journal) -> Result<()> {
+    let ours = |name: &str| {
+        shard_number(name).is_some() || [MANIFEST_FILE, SKIPPED_FILE, JOURNAL_FILE].contains(&name)
+    };
+    for path in list_dir(out)? {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let stale_shard = shard_number(name).is_some_and(|k| k >= num_done);
-        if name.ends_with(".tmp") || stale_shard {
-            fs::remove_file(&path).map_err(|e| Error::io(&path, "remove stale file", e))?;
+        let temporary = name.strip_prefix(journal.tmp_prefix.as_str()).is_some_and(ours);
+        let stale_shard = shard_number(name).is_some_and(|k| k >= journal.done.len());
+        if temporary || stale_shard {
+            remove_if_present(&path)?;
         }
     }
     Ok(())
 }
 
-fn shard_name(k: usize) -> String {
-    format!("shard-{k:05}.rcl")
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, "read output directory", e))?;
+    entries
+        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, "read output directory", e)))
+        .collect()
 }
 
-fn shard_number(name: &str) -> Option<usize> {
-    name.strip_prefix("shard-")?.strip_suffix(".rcl")?.parse().ok()
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(path, "remove leftover file", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn source_name(source: &Source) -> String {
+    match source {
+        Source::ImageFolder(root) => root.display().to_string(),
+        Source::List { list, .. } => list.display().to_string(),
+    }
 }
 
 const EMPTY_CLASS: &str = "empty class directory: no image file";
@@ -267,114 +359,4 @@ fn write_report(out: &Path, skipped: &[Skipped], empty_classes: &[String]) -> Re
         text.push_str(&format!("{}\t{}\n", escape(&s.path), escape(&s.reason)));
     }
     write_atomic(&out.join(SKIPPED_FILE), text.as_bytes())
-}
-
-/// Fills shards in record order and logs each finished one in the journal.
-struct Assembler<'j> {
-    out: PathBuf,
-    shard_size: u64,
-    journal: &'j mut Journal,
-    writer: Option<ShardWriter>,
-    shards: Vec<crate::manifest::ShardInfo>,
-    /// First position not yet covered by a published shard.
-    next: u64,
-    skipped: Vec<Skipped>,
-    /// How many entries of `skipped` are logged already.
-    skipped_logged: usize,
-    /// Bytes of the published shards.
-    published: u64,
-    stored: u64,
-    converted: u64,
-    resized: u64,
-    /// Counts of the open shard.
-    open: (u64, u64, u64),
-}
-
-impl<'j> Assembler<'j> {
-    fn new(out: &Path, shard_size: u64, journal: &'j mut Journal) -> Self {
-        let mut asm = Assembler {
-            out: out.to_path_buf(),
-            shard_size,
-            writer: None,
-            shards: Vec::new(),
-            next: 0,
-            skipped: Vec::new(),
-            skipped_logged: 0,
-            published: 0,
-            stored: 0,
-            converted: 0,
-            resized: 0,
-            open: (0, 0, 0),
-            journal,
-        };
-        for done in &asm.journal.done {
-            asm.shards.push(done.shard.clone());
-            asm.next = done.next;
-            asm.published += done.shard.num_bytes;
-            asm.stored += done.stored;
-            asm.converted += done.converted;
-            asm.resized += done.resized;
-            asm.skipped.extend(
-                done.skipped.iter().map(|(p, r)| Skipped { path: p.clone(), reason: r.clone() }),
-            );
-        }
-        asm.skipped_logged = asm.skipped.len();
-        asm
-    }
-
-    /// Bytes written so far: published shards and the open one.
-    fn bytes(&self) -> u64 {
-        self.published + self.writer.as_ref().map_or(0, |w| w.file_len())
-    }
-
-    fn push(&mut self, pos: u64, label: u32, p: Prepared) -> Result<()> {
-        let len = p.bytes.len() as u64;
-        let full = self
-            .writer
-            .as_ref()
-            .is_some_and(|w| !w.is_empty() && w.file_len() + len + ENTRY_LEN > self.shard_size);
-        if full {
-            self.close_shard(pos)?;
-        }
-        if self.writer.is_none() {
-            self.writer = Some(ShardWriter::create(self.out.join(shard_name(self.shards.len())))?);
-        }
-        if let Some(w) = &mut self.writer {
-            w.push(&p.bytes, label, p.width, p.height)?;
-        }
-        match p.action {
-            Action::Stored => self.open.0 += 1,
-            Action::Converted => self.open.1 += 1,
-            Action::Resized => self.open.2 += 1,
-        }
-        Ok(())
-    }
-
-    /// Publishes the open shard (if any) and logs it; `next` is the first position after it.
-    fn close_shard(&mut self, next: u64) -> Result<()> {
-        let Some(writer) = self.writer.take() else { return Ok(()) };
-        let info = writer.finish()?;
-        let (stored, converted, resized) = std::mem::take(&mut self.open);
-        self.stored += stored;
-        self.converted += converted;
-        self.resized += resized;
-        let skipped = self.skipped[self.skipped_logged..]
-            .iter()
-            .map(|s| (s.path.clone(), s.reason.clone()))
-            .collect();
-        self.skipped_logged = self.skipped.len();
-        self.journal.append(ShardDone {
-            shard: info.clone(),
-            next,
-            stored,
-            converted,
-            resized,
-            skipped,
-        })?;
-        self.published += info.num_bytes;
-        self.shards.push(info);
-        self.next = next;
-        let _ = sync_parent(&self.out);
-        Ok(())
-    }
 }

@@ -7,12 +7,17 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::Source;
 use crate::error::{Error, Result};
+use crate::fsutil::{open_regular, read_regular};
+use crate::manifest::MAX_CLASSES;
 
 /// Extensions taken as images without looking inside (compared case-insensitively).
 const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "jpe", "jfif", "png", "webp", "bmp", "dib", "gif", "tif", "tiff", "ppm", "pgm",
     "pbm", "pnm", "pam",
 ];
+
+/// A list file longer than this is refused unread (ImageNet-21k's list is about 700 MB).
+const MAX_LIST_BYTES: u64 = 4 << 30;
 
 /// One input file.
 #[derive(Clone, Debug)]
@@ -81,9 +86,13 @@ fn scan_folder(root: &Path, out: Option<&Path>) -> Result<Inputs> {
         }
     }
     classes.sort();
-    let label_limit = u32::MAX as usize;
-    if classes.len() > label_limit {
-        return Err(Error::Config(format!("{} classes exceed u32 labels", classes.len())));
+    if classes.len() > MAX_CLASSES {
+        return Err(Error::Limit {
+            path: root.into(),
+            what: "class directory count",
+            value: classes.len() as u64,
+            max: MAX_CLASSES as u64,
+        });
     }
     for (label, (name, dir)) in classes.into_iter().enumerate() {
         let before = inputs.items.len();
@@ -146,16 +155,20 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Whether the first bytes are those of an image format the converter reads.
+/// Whether the first bytes are those of an image format the converter reads (false for a file
+/// that cannot be read: it is not listed as an image, so it is counted as ignored).
 fn has_image_magic(path: &Path) -> bool {
     let mut head = [0u8; 16];
-    let n = fs::File::open(path).and_then(|f| f.take(16).read(&mut head)).unwrap_or(0);
+    let n = open_regular(path, "read")
+        .ok()
+        .and_then(|(f, _)| f.take(16).read(&mut head).ok())
+        .unwrap_or(0);
     let head = &head[..n];
     head.starts_with(&[0xff, 0xd8, 0xff]) || image::guess_format(head).is_ok()
 }
 
 fn scan_list(list: &Path, root: &Path) -> Result<Inputs> {
-    let text = fs::read(list).map_err(|e| Error::io(list, "read list file", e))?;
+    let text = read_regular(list, "read list file", "list file size", MAX_LIST_BYTES)?;
     let text = String::from_utf8(text)
         .map_err(|e| Error::Config(format!("{}: list file is not UTF-8: {e}", list.display())))?;
     let mut inputs = Inputs::default();
@@ -171,6 +184,10 @@ fn scan_list(list: &Path, root: &Path) -> Result<Inputs> {
         };
         let label: u32 =
             label.trim().parse().map_err(|_| bad("label is not an integer in 0..2^32"))?;
+        if label as usize >= MAX_CLASSES {
+            let max = MAX_CLASSES - 1;
+            return Err(bad(&format!("label {label} exceeds the limit of {max} (class count)")));
+        }
         if rel.is_empty() || Path::new(rel).is_absolute() {
             return Err(bad("path must be relative to --root"));
         }

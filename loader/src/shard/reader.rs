@@ -1,13 +1,13 @@
 //! Reading a shard through a read-only memory map.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
 use crate::error::{ChecksumError, Error, FormatError, Result};
+use crate::fsutil::open_regular;
 use crate::shard::format::{ENTRY_LEN, Entry, HEADER_LEN, Header};
 
 /// One record of a shard, borrowed from the mapped file: the image bytes and the fields of its
@@ -62,12 +62,12 @@ impl Shard {
     /// Record bytes are not read: their checksums are checked by [`Shard::verify_record`].
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be opened or mapped; [`Error::Format`] naming the first
-    /// problem found if it is truncated, corrupt, foreign or of another version.
+    /// [`Error::Io`] if the file cannot be opened or mapped, or is not a regular file (a FIFO
+    /// is refused without blocking); [`Error::Format`] naming the first problem found if it is
+    /// truncated, corrupt, foreign or of another version.
     pub fn open(path: impl AsRef<Path>) -> Result<Shard> {
         let path = path.as_ref();
-        let mut file = File::open(path).map_err(|e| Error::io(path, "open shard", e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, "stat shard", e))?.len();
+        let (mut file, len) = open_regular(path, "open shard")?;
         if len < HEADER_LEN {
             // Too short to map usefully (and an empty file cannot be mapped): read what is there
             // so the error can tell a foreign file from a truncated shard.

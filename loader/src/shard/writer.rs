@@ -38,7 +38,7 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Starts a shard that [`finish`](Self::finish) publishes at `path` (its bytes go to
-    /// `path` + `.tmp` until then).
+    /// `.regioncl-tmp-` + its name, in the same directory, until then).
     ///
     /// # Errors
     /// [`Error::Io`] if the temporary file cannot be created.

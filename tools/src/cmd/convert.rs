@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use regioncl_loader::{ConvertConfig, ConvertSummary, SKIPPED_FILE, Source};
 
+use super::{outln, printable};
+
 /// Converts images to a dataset directory (manifest.json + shard files).
 ///
 /// JPEGs that decode cleanly are stored byte-for-byte; other images (PNG, WebP, BMP, GIF, TIFF,
@@ -93,7 +95,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let summary =
         summary.with_context(|| format!("convert {} -> {}", describe(&source), out.display()))?;
-    print_summary(&summary, &out, threads);
+    print_summary(&summary, &out, threads)?;
     Ok(())
 }
 
@@ -124,36 +126,41 @@ fn describe(source: &Source) -> String {
     }
 }
 
-fn print_summary(s: &ConvertSummary, out: &std::path::Path, threads: usize) {
+fn print_summary(s: &ConvertSummary, out: &std::path::Path, threads: usize) -> std::io::Result<()> {
+    let out = out.display().to_string();
+    let out = printable(&out);
     if s.already_complete {
-        println!("{} already holds this dataset: nothing to do", out.display());
+        outln!("{out} already holds this dataset: nothing to do")?;
     }
-    println!("records   {} in {} shard(s), {} classes", s.num_records, s.num_shards, s.num_classes);
+    outln!("records   {} in {} shard(s), {} classes", s.num_records, s.num_shards, s.num_classes)?;
     if !s.already_complete {
-        println!(
+        outln!(
             "records   {} stored as-is, {} converted to JPEG, {} resized",
-            s.num_stored, s.num_converted, s.num_resized
-        );
+            s.num_stored,
+            s.num_converted,
+            s.num_resized
+        )?;
     }
-    println!("skipped   {} (listed in {})", s.skipped.len(), out.join(SKIPPED_FILE).display());
+    outln!("skipped   {} (listed in {out}/{SKIPPED_FILE})", s.skipped.len())?;
     for skipped in s.skipped.iter().take(10) {
-        println!("          {}: {}", skipped.path, skipped.reason);
+        outln!("          {}: {}", printable(&skipped.path), printable(&skipped.reason))?;
     }
     if s.skipped.len() > 10 {
-        println!("          ... and {} more", s.skipped.len() - 10);
+        outln!("          ... and {} more", s.skipped.len() - 10)?;
     }
     if s.num_ignored > 0 {
-        println!("ignored   {} hidden, non-image or top-level file(s)", s.num_ignored);
+        outln!("ignored   {} hidden, non-image or top-level file(s)", s.num_ignored)?;
     }
     if !s.empty_classes.is_empty() {
-        println!("warning   empty class directories: {}", s.empty_classes.join(", "));
+        let names: Vec<_> = s.empty_classes.iter().map(|c| printable(c)).collect();
+        outln!("warning   empty class directories: {}", names.join(", "))?;
     }
-    println!("bytes     {} ({:.1} MiB)", s.num_bytes, s.num_bytes as f64 / (1 << 20) as f64);
+    outln!("bytes     {} ({:.1} MiB)", s.num_bytes, s.num_bytes as f64 / (1 << 20) as f64)?;
     let secs = s.elapsed.as_secs_f64();
     let rate = s.files_per_sec();
-    println!(
+    outln!(
         "time      {secs:.2} s for {} file(s): {rate:.1} images/s, {:.1} images/s per thread ({threads} threads)",
         s.num_processed,
         rate / threads as f64
-    );
+    )
 }

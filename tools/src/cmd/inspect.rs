@@ -1,13 +1,15 @@
 //! `regioncl inspect`: what a dataset holds; `--verify` checks every byte of it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use regioncl_augment::{DecodeOptions, RgbImage, decode_jpeg};
-use regioncl_loader::Dataset;
+use regioncl_loader::{Dataset, MAX_THREADS, write_atomic};
 use serde::Serialize;
+
+use super::{outln, printable};
 
 /// Prints a dataset's counts, classes, shards and size statistics; verifies or extracts records.
 #[derive(Debug, clap::Args)]
@@ -18,7 +20,7 @@ pub struct InspectArgs {
     /// problem and exit non-zero if there is any.
     #[arg(long)]
     verify: bool,
-    /// Threads for --verify (default: every core).
+    /// Threads for --verify (default: every core; at most 1024).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     threads: usize,
     /// Write the bytes of record I (global index) to --out.
@@ -95,36 +97,62 @@ impl Stats {
 
 /// Runs `inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.threads <= MAX_THREADS,
+        "threads {} exceeds the limit of {MAX_THREADS}",
+        args.threads
+    );
     let ds = Dataset::open(&args.dataset)
         .with_context(|| format!("open dataset {}", args.dataset.display()))?;
     if let (Some(index), Some(out)) = (args.extract, &args.out) {
-        let record = ds.verify_record(index).with_context(|| format!("extract record {index}"))?;
-        std::fs::write(out, record.bytes).with_context(|| format!("write {}", out.display()))?;
-        eprintln!(
-            "record {index}: {} bytes, {}x{}, label {} ({}) -> {}",
-            record.bytes.len(),
-            record.width,
-            record.height,
-            record.label,
-            ds.class_names().get(record.label as usize).map_or("?", |s| s.as_str()),
-            out.display()
-        );
-        return Ok(());
+        return extract(&ds, index, out);
     }
     let mut summary = summarize(&ds, &args.dataset)?;
     if args.verify {
         summary.verify = Some(verify(&ds, args.threads, args.json));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).context("serialize summary")?);
+        outln!("{}", serde_json::to_string_pretty(&summary).context("serialize summary")?)?;
     } else {
-        print_text(&summary);
+        print_text(&summary)?;
     }
     if let Some(v) = &summary.verify
         && !v.problems.is_empty()
     {
         bail!("verify: {} problem(s) in {}", v.problems.len(), args.dataset.display());
     }
+    Ok(())
+}
+
+/// Writes record `index`'s bytes to `out` atomically; `out` may not lie inside the dataset (the
+/// temporary file and the rename would land among its shards).
+fn extract(ds: &Dataset, index: usize, out: &Path) -> anyhow::Result<()> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let resolve =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("resolve {}", p.display()));
+    let dataset_dir = resolve(ds.dir())?;
+    if resolve(parent)?.starts_with(&dataset_dir) {
+        bail!(
+            "--out {}: inside the dataset {}; write the record elsewhere",
+            out.display(),
+            ds.dir().display()
+        );
+    }
+    let record = ds.verify_record(index).with_context(|| format!("extract record {index}"))?;
+    write_atomic(out, record.bytes)?;
+    let class = ds.class_names().get(record.label as usize).map_or("?", |s| s.as_str());
+    eprintln!(
+        "record {index}: {} bytes, {}x{}, label {} ({}) -> {}",
+        record.bytes.len(),
+        record.width,
+        record.height,
+        record.label,
+        printable(class),
+        out.display()
+    );
     Ok(())
 }
 
@@ -250,45 +278,45 @@ fn check_record(
     None
 }
 
-fn print_text(s: &Summary) {
-    println!("dataset   {} (format version {})", s.dataset, s.format_version);
-    println!("records   {}", s.num_records);
-    println!("bytes     {} ({:.1} MiB)", s.num_bytes, s.num_bytes as f64 / (1 << 20) as f64);
+fn print_text(s: &Summary) -> std::io::Result<()> {
+    let dataset = printable(&s.dataset);
+    outln!("dataset   {dataset} (format version {})", s.format_version)?;
+    outln!("records   {}", s.num_records)?;
+    outln!("bytes     {} ({:.1} MiB)", s.num_bytes, s.num_bytes as f64 / (1 << 20) as f64)?;
     let stat = |st: &Stats| format!("min {} / mean {:.1} / max {}", st.min, st.mean, st.max);
-    println!("record    bytes  {}", stat(&s.record_bytes));
-    println!("          width  {}", stat(&s.width));
-    println!("          height {}", stat(&s.height));
-    println!("classes   {}", s.num_classes);
+    outln!("record    bytes  {}", stat(&s.record_bytes))?;
+    outln!("          width  {}", stat(&s.width))?;
+    outln!("          height {}", stat(&s.height))?;
+    outln!("classes   {}", s.num_classes)?;
     for c in &s.classes {
-        println!("  {:>5}  {:<24} {:>9}", c.label, c.name, c.count);
+        outln!("  {:>5}  {:<24} {:>9}", c.label, printable(&c.name), c.count)?;
     }
-    println!("shards    {}", s.num_shards);
+    outln!("shards    {}", s.num_shards)?;
     for sh in &s.shards {
-        println!(
-            "          {}  {:>9} records  {:>12} bytes",
-            sh.file, sh.num_records, sh.num_bytes
-        );
+        let file = printable(&sh.file);
+        outln!("          {file}  {:>9} records  {:>12} bytes", sh.num_records, sh.num_bytes)?;
     }
     let c = &s.converter;
-    println!(
+    outln!(
         "converter {}; seed {}, quality {}, max side {}, shard size {}",
-        c.tool,
+        printable(&c.tool),
         c.seed,
         c.quality,
         c.max_side.map_or("-".into(), |m| m.to_string()),
         c.shard_size
-    );
+    )?;
     if let Some(v) = &s.verify {
         if v.problems.is_empty() {
-            println!(
+            outln!(
                 "verify    ok: {} records, every crc32c matches, every record decodes",
                 v.records_checked
-            );
+            )?;
         } else {
-            println!("verify    {} problem(s) in {} records:", v.problems.len(), v.records_checked);
+            outln!("verify    {} problem(s) in {} records:", v.problems.len(), v.records_checked)?;
             for p in &v.problems {
-                println!("  {p}");
+                outln!("  {}", printable(p))?;
             }
         }
     }
+    Ok(())
 }
