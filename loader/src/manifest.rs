@@ -148,7 +148,7 @@ impl Manifest {
     /// # Errors
     /// [`Error::Io`].
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
-        write_atomic(&dir.as_ref().join(MANIFEST_FILE), self.to_json().as_bytes())
+        write_atomic(dir.as_ref().join(MANIFEST_FILE), self.to_json().as_bytes())
     }
 }
 

@@ -358,5 +358,5 @@ fn write_report(out: &Path, skipped: &[Skipped], empty_classes: &[String]) -> Re
     for s in skipped {
         text.push_str(&format!("{}\t{}\n", escape(&s.path), escape(&s.reason)));
     }
-    write_atomic(&out.join(SKIPPED_FILE), text.as_bytes())
+    write_atomic(out.join(SKIPPED_FILE), text.as_bytes())
 }

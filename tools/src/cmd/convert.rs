@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use regioncl_loader::{ConvertConfig, ConvertSummary, SKIPPED_FILE, Source};
 
-use super::{outln, printable};
+use super::printable;
 
 /// Converts images to a dataset directory (manifest.json + shard files).
 ///

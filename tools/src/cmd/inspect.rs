@@ -9,7 +9,7 @@ use regioncl_augment::{DecodeOptions, RgbImage, decode_jpeg};
 use regioncl_loader::{Dataset, MAX_THREADS, write_atomic};
 use serde::Serialize;
 
-use super::{outln, printable};
+use super::printable;
 
 /// Prints a dataset's counts, classes, shards and size statistics; verifies or extracts records.
 #[derive(Debug, clap::Args)]

@@ -6,15 +6,14 @@ use std::borrow::Cow;
 /// `println!` that hands back the write's error instead of panicking. Results go through it and
 /// `?`: when stdout is a pipe whose reader has gone (`regioncl inspect DS | head -1`), the
 /// command stops there and `main` exits 0 quietly, as ripgrep does. Write result files before
-/// printing, so they exist whatever the reader does.
+/// printing, so they exist whatever the reader does. (Defined before the subcommand modules, it
+/// is in their scope without an import.)
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         writeln!(std::io::stdout().lock(), $($arg)*)
     }};
 }
-
-pub(crate) use outln;
 
 /// `s` with every control character (C0, DEL, C1) and bidirectional control written as its Rust
 /// escape (`\u{1b}`, `\n`, `\t`, ...): an escape sequence in a class or file name could
