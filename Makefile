@@ -68,8 +68,22 @@ fmt:
 clippy: venv
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Each fuzz target for FUZZ_SECONDS, on one core at the lowest priority (the machine is shared).
+# Built as cargo-fuzz builds with `--sanitizer none`, on the stable toolchain: no nightly and no
+# cargo-fuzz needed (with them: `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET`). New inputs
+# go to fuzz/corpus/TARGET (ignored by git); fuzz/seeds/TARGET are the committed starting points.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := open_shard jpeg_header
+FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
 fuzz:
-	cd fuzz && $(CARGO) +nightly fuzz run open_shard -- -max_total_time=60
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" nice -n 19 $(CARGO) build --release --bins \
+	  --target $(FUZZ_TRIPLE)
+	cd fuzz && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t && \
+	  nice -n 19 target/$(FUZZ_TRIPLE)/release/$$t corpus/$$t seeds/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean-data:
 	rm -rf $(DATA)
