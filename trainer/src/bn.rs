@@ -19,30 +19,16 @@
 //! predictor, with or without affine parameters ([`BatchNorm2d::without_affine`]); those heads run
 //! with one group (SyncBN over the whole batch), the `Reshape` formulation is for 4-d inputs only.
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::config::{BatchSplit, SplitBnImpl};
 use crate::dist::{Dist, DistHandle, sync_batch_norm};
-use crate::error::{Error, Result};
-
 use crate::params::ParamStore;
 
 /// BN epsilon (PyTorch default).
 pub const BN_EPS: f64 = 1e-5;
 /// BN running-stat momentum (PyTorch convention).
 pub const BN_MOMENTUM: f64 = 0.1;
-
-/// How split BN is computed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum SplitBnImpl {
-    /// One BN call per contiguous chunk (keeps channels_last).
-    #[default]
-    Chunked,
-    /// The `[N/S, S*C, H, W]` reshape of the MoCo demo (NCHW copies).
-    Reshape,
-}
 
 /// How BN layers behave in a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,28 +55,13 @@ impl BnMode {
         Self { train: false, splits: 1, imp: SplitBnImpl::Chunked, sync: None }
     }
 
-    /// Training mode for one rank of `dist`, with `splits` BN groups over the **global** batch, so
-    /// that a config means the same on any number of processes: each rank normalises
-    /// `splits / world` contiguous groups of its share (one group per rank = plain per-GPU BN, as
-    /// the official 8-GPU runs), and `splits = 1` is SyncBN over every rank's samples (SimSiam). A
-    /// world of one gives [`BnMode::train`].
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming `moco.bn_splits` when `splits` is neither 1 nor a multiple of the
-    /// world size.
-    pub fn for_rank(splits: i64, imp: SplitBnImpl, dist: &Dist) -> Result<Self> {
-        let world = dist.world() as i64;
+    /// Training mode for one rank of `dist` with the BN groups of its `split` of the batch
+    /// ([`crate::Config::batch_split`]): `split.groups` contiguous groups of the rank's share, or
+    /// SyncBN over every rank's samples when `split.sync`.
+    pub fn for_split(split: &BatchSplit, imp: SplitBnImpl, dist: &Dist) -> Self {
         match dist.handle() {
-            None => Ok(Self::train(splits, imp)),
-            Some(h) if splits == 1 => Ok(Self { sync: Some(h), ..Self::train(1, imp) }),
-            Some(_) if splits % world == 0 => Ok(Self::train(splits / world, imp)),
-            Some(_) => Err(Error::config(
-                "moco.bn_splits",
-                format!(
-                    "{splits} BN groups cannot be spread over {world} processes: use 1 (SyncBN) or \
-                     a multiple of {world}"
-                ),
-            )),
+            Some(h) if split.sync => Self { sync: Some(h), ..Self::train(1, imp) },
+            _ => Self::train(split.groups, imp),
         }
     }
 }

@@ -23,7 +23,8 @@ pub fn momentum_update(key: &ParamStore, query: &ParamStore, m: f64) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Arch, Encoder, ResNetSpec, Stem};
+    use crate::config::{Arch, Stem};
+    use crate::model::{Encoder, ResNetSpec};
     use tch::Device;
 
     /// docs/method.md 11.3 #8.
@@ -34,7 +35,7 @@ mod tests {
             arch: Arch::ResNet18,
             stem: Stem::Small,
             width: 4,
-            init: crate::init::InitScheme::OpenSelfSup,
+            init: crate::config::InitScheme::OpenSelfSup,
             zero_init_residual: false,
         };
         let q = Encoder::new(spec, 16, 8, Device::Cpu, false).unwrap();

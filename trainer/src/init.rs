@@ -13,20 +13,9 @@
 //! and predictor ([`default_uniform`]). All draws come from libtorch's default generator, which the
 //! trainer seeds (`tch::manual_seed(seed)`) before building the model.
 
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-/// Which initialisation the networks use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum InitScheme {
-    /// Official RegionCL (OpenSelfSup): fan_in convs, Kaiming-normal Linear, zero bias.
-    #[serde(rename = "openselfsup")]
-    OpenSelfSup,
-    /// torchvision / official MoCo: fan_out convs, PyTorch-default Linear.
-    Torchvision,
-}
+use crate::config::InitScheme;
 
 fn fan_in(shape: &[i64]) -> f64 {
     (shape[1..].iter().product::<i64>()) as f64

@@ -48,19 +48,21 @@ mod queue;
 mod rng;
 mod runtime;
 mod schedule;
+mod setup;
 mod shim;
 mod source;
 mod swap;
 mod train;
 
-pub use crate::bn::{BatchNorm2d, BnMode, SplitBnImpl};
+pub use crate::bn::{BatchNorm2d, BnMode};
 pub use crate::checkpoint::{TrainState, Versions, export_backbone, latest as latest_checkpoint};
 pub use crate::config::{
-    AugmentConfig, Config, DataConfig, DataSource, DenseClConfig, DeviceChoice, LrScaling, Method,
-    MocoConfig, ModelConfig, OptimConfig, Precision, RegionConfig, RunConfig, SimSiamConfig,
+    Arch, AugmentConfig, BatchSplit, Config, DataConfig, DataSource, DenseClConfig, DeviceChoice,
+    DistBackend, InitScheme, LrScaling, Method, MocoConfig, ModelConfig, OptimConfig, Precision,
+    RegionConfig, RegionTerms, RunConfig, SimSiamConfig, SplitBnImpl, Stem, SwapSampler,
 };
 pub use crate::dist::{
-    Dist, DistBackend, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
+    Dist, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
 };
 pub use crate::error::{Error, Result};
 pub use crate::eval::{
@@ -70,11 +72,10 @@ pub use crate::eval::{
 };
 pub use crate::export::{ExportFormat, Exported, export};
 pub use crate::gpu_augment::{ColourOptions, colour_batch};
-pub use crate::init::InitScheme;
 pub use crate::input::{BatchSource, StepInput};
 pub use crate::loss::{
-    RegionPredictions, RegionQueries, RegionTerms, dense_correspondence, dense_loss, info_nce,
-    instance_loss, negative_cosine, region_loss, region_positive_loss, simsiam_loss,
+    RegionPredictions, RegionQueries, dense_correspondence, dense_loss, info_nce, instance_loss,
+    negative_cosine, region_loss, region_positive_loss, simsiam_loss,
 };
 pub use crate::method::{
     DenseContrast, MomentumContrast, MomentumEncoders, Pretrainer, SimSiam, StepLosses,
@@ -82,21 +83,22 @@ pub use crate::method::{
 };
 pub use crate::metrics::{LogRecord, RunLog, read_metrics};
 pub use crate::model::{
-    Arch, DenseHead, Encoder, HeadSpec, Predictor, Projector, ResNet, ResNetSpec, SimSiamProjector,
-    Stem, l2_normalize,
+    DenseHead, Encoder, HeadSpec, Predictor, Projector, ResNet, ResNetSpec, SimSiamProjector,
+    l2_normalize,
 };
 pub use crate::optim::Sgd;
 pub use crate::params::{Named, ParamStore};
 pub use crate::queue::Queue;
 pub use crate::runtime::Runtime;
-pub use crate::schedule::{cosine_lr, scaled_lr};
+pub use crate::schedule::cosine_lr;
+pub use crate::setup::Setup;
 pub use crate::shim::{
     AutocastGuard, autocast_enabled, empty_pinned, is_channels_last, is_pinned, to_channels_last,
 };
 pub use crate::source::{
     PhotoSource, PinnedAllocator, RankShare, ShardSource, SyntheticSource, data_root,
 };
-pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, SwapSampler, composite, mask_pool};
+pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, composite, mask_pool};
 pub use crate::train::{TrainOptions, TrainSummary, train, train_distributed, train_monitored};
 
 /// Whether CUDA is usable in this process.

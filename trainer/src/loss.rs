@@ -11,33 +11,9 @@ mod dense;
 pub use cosine::{RegionPredictions, negative_cosine, region_positive_loss, simsiam_loss};
 pub use dense::{dense_correspondence, dense_loss};
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// Which terms of Eq. 2 are used (paper Table 10). All off = MoCo v2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegionTerms {
-    /// Paste rows (`p` against `k`).
-    pub paste: bool,
-    /// Canvas rows (`c` against `k`).
-    pub canvas: bool,
-    /// The intra-image negative (`sg(c)` for `p`, `sg(p)` for `c`).
-    pub negative: bool,
-}
-
-impl Default for RegionTerms {
-    fn default() -> Self {
-        Self { paste: true, canvas: true, negative: true }
-    }
-}
-
-impl RegionTerms {
-    /// Whether the region branch runs at all.
-    pub fn any(&self) -> bool {
-        self.paste || self.canvas
-    }
-}
+use crate::config::RegionTerms;
 
 /// Cross-entropy with target 0, averaged over rows.
 ///

@@ -1,8 +1,9 @@
-//! Device, precision and memory-format choices, resolved once from the config.
+//! Where and how the step runs: the device, the autocast dtype and the memory format, resolved
+//! once by [`crate::Setup`].
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
-use crate::config::{DeviceChoice, Precision, RunConfig};
+use crate::config::{Precision, RunConfig};
 use crate::dist::{Dist, DistHandle};
 use crate::error::{Error, Result};
 
@@ -20,23 +21,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Resolves `auto` choices and applies process-wide settings (cuDNN benchmark, CPU threads).
+    /// The runtime of a rank of `dist` on its device (`cuda:LOCAL_RANK` or the CPU): the autocast
+    /// dtype and memory format `run` asks for on that device; applies the process-wide settings
+    /// (cuDNN benchmark, intra-op threads).
     ///
     /// # Errors
-    /// [`Error::Config`] for `cuda` without CUDA, or bf16 off CUDA.
-    pub fn resolve(run: &RunConfig) -> Result<Self> {
-        let cuda = tch::Cuda::is_available();
-        let device = match run.device {
-            DeviceChoice::Auto if cuda => Device::Cuda(0),
-            DeviceChoice::Auto | DeviceChoice::Cpu => Device::Cpu,
-            DeviceChoice::Cuda if cuda => Device::Cuda(0),
-            DeviceChoice::Cuda => {
-                return Err(Error::config(
-                    "run.device",
-                    "cuda requested but CUDA is not available",
-                ));
-            }
-        };
+    /// [`Error::Config`] naming `run.precision` for bf16 off CUDA.
+    pub fn new(run: &RunConfig, dist: &Dist) -> Result<Self> {
+        let device = dist.device();
         let autocast = match (run.precision, device.is_cuda()) {
             (Precision::Auto, true) | (Precision::Bf16, true) => Some(Kind::BFloat16),
             (Precision::Bf16, false) => {
@@ -57,25 +49,11 @@ impl Runtime {
             device,
             autocast,
             channels_last: run.channels_last && device.is_cuda(),
-            dist: None,
+            dist: dist.handle(),
         })
     }
 
-    /// [`Runtime::resolve`] for a rank of `dist`: on its GPU (`cuda:LOCAL_RANK`) when the run is on
-    /// CUDA, with the run attached for the methods' collectives.
-    ///
-    /// # Errors
-    /// As [`Runtime::resolve`].
-    pub fn resolve_for(run: &RunConfig, dist: &Dist) -> Result<Self> {
-        let mut rt = Self::resolve(run)?;
-        if rt.device.is_cuda() {
-            rt.device = Device::Cuda(dist.local_rank());
-        }
-        rt.dist = dist.handle();
-        Ok(rt)
-    }
-
-    /// The run this process belongs to: a world of one unless [`Runtime::resolve_for`] attached a
+    /// The run this process belongs to: a world of one unless [`Runtime::new`] attached a
     /// multi-process run.
     pub fn dist(&self) -> Dist {
         self.dist.and_then(DistHandle::dist).unwrap_or_else(|| Dist::single(self.device))
@@ -96,15 +74,4 @@ impl Runtime {
         let fmt = if self.channels_last { " channels_last" } else { "" };
         format!("{dev} {prec}{fmt}")
     }
-}
-
-/// Copies a small host tensor (indices, factors, kernels) to `device` without a stream sync:
-/// a non-blocking copy from pageable memory is staged by the driver before the call returns, so the
-/// host data may go away at once, and the CPU does not wait for queued GPU work (a blocking copy
-/// would synchronise the stream at every upload). A no-op on the CPU.
-pub(crate) fn upload(t: &Tensor, device: Device) -> Tensor {
-    if device == Device::Cpu {
-        return t.shallow_clone();
-    }
-    t.to_device_(device, t.kind(), true, false)
 }

@@ -1,16 +1,6 @@
-//! Learning rate: the batch-size scaling rule and the per-epoch cosine schedule (docs/method.md
-//! 4.4, 4.6): `lr_e = lr * 1/2 (1 + cos(pi e / E))`, `e = 0..E-1`, no warm-up, set once per epoch.
-
-use crate::config::LrScaling;
-
-/// The learning rate for `batch` under `rule`: linear scaling from `(ref_batch, base_lr)`.
-/// Official RegionCL-M: 0.15 at 1024 (not MoCo's 0.03 x B / 256 = 0.12); MoCo v2: 0.03 at 256.
-pub fn scaled_lr(base_lr: f64, batch: i64, ref_batch: i64, rule: LrScaling) -> f64 {
-    match rule {
-        LrScaling::Linear => base_lr * batch as f64 / ref_batch as f64,
-        LrScaling::None => base_lr,
-    }
-}
+//! The per-epoch cosine schedule (docs/method.md 2.7): `lr_e = lr * 1/2 (1 + cos(pi e / E))`,
+//! `e = 0..E-1`, no warm-up, set once per epoch, from the peak `lr` of
+//! [`crate::OptimConfig::peak_lr`].
 
 /// The cosine-annealed learning rate of 0-based `epoch` out of `epochs`.
 pub fn cosine_lr(lr: f64, epoch: u64, epochs: u64) -> f64 {
@@ -30,10 +20,6 @@ mod tests {
         assert!(close(cosine_lr(0.15, 100, 200), 0.075, 1e-12));
         assert!(close(cosine_lr(0.15, 199, 200), 9.2526e-6, 1e-4));
         assert!(close(cosine_lr(0.03, 199, 200), 1.85e-6, 1e-3));
-        assert_eq!(scaled_lr(0.15, 1024, 1024, LrScaling::Linear), 0.15);
-        assert_eq!(scaled_lr(0.15, 256, 1024, LrScaling::Linear), 0.0375);
-        assert_eq!(scaled_lr(0.03, 128, 256, LrScaling::Linear), 0.015);
-        assert_eq!(scaled_lr(0.03, 128, 256, LrScaling::None), 0.03);
     }
 
     /// docs/method.md 11.3 #13: iterations per epoch on ImageNet-1k with drop_last.

@@ -226,6 +226,17 @@ pub fn ema_update(k: &[&Tensor], q: &[&Tensor], m: f64) -> Result<()> {
     check("ema_update", rc)
 }
 
+/// Copies a small host tensor (indices, factors, kernels) to `device` without a stream sync:
+/// a non-blocking copy from pageable memory is staged by the driver before the call returns, so the
+/// host data may go away at once, and the CPU does not wait for queued GPU work (a blocking copy
+/// would synchronise the stream at every upload). A no-op on the CPU.
+pub(crate) fn upload(t: &Tensor, device: Device) -> Tensor {
+    if device == Device::Cpu {
+        return t.shallow_clone();
+    }
+    t.to_device_(device, t.kind(), true, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::SwapSampler;
 use crate::error::{Error, Result};
 use crate::rng::KeyedRng;
 
@@ -83,19 +84,6 @@ impl SwapBox {
         }
         Ok(())
     }
-}
-
-/// How the box origin is drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum SwapSampler {
-    /// The released code (docs/method.md 3.4): `v ~ U{0..W-1}`, `g = round_half_even(v / R)`,
-    /// `s = min(R g, W - 1 - R k)`, cells from `floor(s / R)`. Produced the published numbers.
-    #[default]
-    Official,
-    /// The paper's intent (docs/method.md 3.5): `x0 ~ U{0..G-k}`, pixel box `= R * cells`.
-    Aligned,
 }
 
 impl SwapSampler {
@@ -197,7 +185,7 @@ impl Pairing {
 
     /// The indices as an int64 tensor on `device`.
     pub fn tensor(&self, device: Device) -> Tensor {
-        crate::runtime::upload(&Tensor::from_slice(&self.0), device)
+        crate::shim::upload(&Tensor::from_slice(&self.0), device)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::metrics::{LogRecord, MetricsFile};
 use crate::optim::Sgd;
 use crate::runtime::Runtime;
 use crate::schedule::cosine_lr;
+use crate::setup::Setup;
 
 /// How to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,13 +110,12 @@ pub fn train_monitored(
     monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
     on_log: &mut dyn FnMut(&LogRecord),
 ) -> Result<TrainSummary> {
-    let dist = Dist::single(tch::Device::Cpu);
-    train_distributed(config, &dist, source, opts, monitor, on_log)
+    train_distributed(config, &Setup::single(config)?, source, opts, monitor, on_log)
 }
 
-/// [`train_monitored`] as one rank of the multi-process run `dist` (from [`Dist::from_env`] under
-/// `torchrun` or `srun`), on `source`'s share of every global batch
-/// ([`crate::RankShare::of`]). `optim.batch_size` is the global batch.
+/// [`train_monitored`] with the resolved `setup`: as one rank of the multi-process run
+/// `setup.dist` ([`Setup::join`] under `torchrun` or `srun`), on `source`'s share of every
+/// global batch ([`crate::Config::batch_split`]). `optim.batch_size` is the global batch.
 ///
 /// Only rank 0 writes into `opts.run_dir`, runs the monitor and calls `on_log`; its
 /// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. A world of one
@@ -127,25 +127,13 @@ pub fn train_monitored(
 #[allow(clippy::type_complexity)] // as train_monitored
 pub fn train_distributed(
     config: &Config,
-    dist: &Dist,
+    setup: &Setup,
     source: &mut dyn BatchSource,
     opts: &TrainOptions,
     mut monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
     on_log: &mut dyn FnMut(&LogRecord),
 ) -> Result<TrainSummary> {
-    config.validate()?;
-    config.rank_groups(dist.world())?;
-    let rt = Runtime::resolve_for(&config.run, dist)?;
-    if rt.device.is_cuda()
-        && dist.backend() == Some(crate::dist::DistBackend::Gloo)
-        && config.bn_groups() == 1
-    {
-        return Err(Error::config(
-            "run.dist_backend",
-            "SyncBN (SimSiam, or moco.bn_splits = 1) on CUDA needs nccl (Gloo cannot gather \
-             inside autograd on the GPU)",
-        ));
-    }
+    let (rt, dist) = (setup.runtime, &setup.dist);
     let main = dist.is_main();
     let run_dir = opts.run_dir.as_path();
     if main {
@@ -166,7 +154,7 @@ pub fn train_distributed(
     };
     source.seek(start)?;
     let mut metrics = if main { Some(MetricsFile::open(run_dir, start)?) } else { None };
-    let peak = config.peak_lr();
+    let peak = setup.peak_lr;
     let batch = config.optim.batch_size as f64;
     let t_run = Instant::now();
     let (mut t_window, mut wait_window, mut steps_window) = (Instant::now(), 0.0f64, 0u64);

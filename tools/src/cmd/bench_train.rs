@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use regioncl_trainer::{
-    BatchSource, Config, Method, Runtime, SyntheticSource, build_pretrainer, cosine_lr,
+    BatchSource, Config, Method, Setup, SyntheticSource, build_pretrainer, cosine_lr,
 };
 
 /// Method to time.
@@ -141,12 +141,13 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
     sets.extend(args.sets.iter().cloned());
     let config =
         Config::load(&path, &sets).with_context(|| format!("config {}", path.display()))?;
-    let rt = Runtime::resolve(&config.run)?;
+    let setup = Setup::single(&config)?;
+    let rt = setup.runtime;
     let mut model = build_pretrainer(&config, rt)?;
     let mut sgd = model.optimizer(&config);
     let mut source = SyntheticSource::new(&config);
     source.seek(0)?;
-    let lr = cosine_lr(config.peak_lr(), 0, config.optim.epochs);
+    let lr = cosine_lr(setup.peak_lr, 0, config.optim.epochs);
     for _ in 0..args.warmup {
         model.step(source.next_batch()?, &mut sgd, lr)?;
     }
@@ -162,7 +163,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
     let img_s = (args.steps as f64 * args.batch as f64) / secs;
     let ms = 1000.0 * secs / args.steps.max(1) as f64;
     let name = method.as_str();
-    let groups = config.bn_groups();
+    let groups = setup.batch.groups;
     println!(
         "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%",
         name,

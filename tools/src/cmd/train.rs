@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
-    BatchSource, Config, DataSource, Dist, EvalView, KnnMonitor, KnnRecord, PhotoSource, RankShare,
-    ShardSource, SyntheticSource, TrainOptions, train_distributed,
+    BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, PhotoSource, RankShare,
+    Setup, ShardSource, SyntheticSource, TrainOptions, train_distributed,
 };
 
 /// Arguments of `regioncl train`.
@@ -55,10 +55,10 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> Result<()> {
     let config = Config::load(&args.config, &args.sets)
         .with_context(|| format!("loading {}", args.config.display()))?;
-    config.validate().with_context(|| format!("checking {}", args.config.display()))?;
     // One process, or one rank of a torchrun / srun launch.
-    let dist = Dist::from_env(&config.run.dist_options()).context("joining the run")?;
-    let share = RankShare::of(&dist);
+    let setup = Setup::join(&config).context("joining the run")?;
+    let dist = &setup.dist;
+    let share = RankShare::of(dist);
     let main = dist.is_main();
     let mut source: Box<dyn BatchSource> = match config.data.source {
         DataSource::Photos => {
@@ -78,7 +78,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             config.method,
             config.model.arch,
             config.optim.batch_size,
-            config.peak_lr(),
+            setup.peak_lr,
             source.steps_per_epoch(),
             config.optim.epochs,
             args.out.display()
@@ -107,7 +107,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let summary = train_distributed(
         &config,
-        &dist,
+        &setup,
         source.as_mut(),
         &opts,
         monitor.as_ref().map(|m| (m, &mut on_knn as &mut dyn FnMut(&KnnRecord))),

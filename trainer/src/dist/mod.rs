@@ -50,9 +50,9 @@ pub use sync_bn::sync_batch_norm;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::DistBackend;
 use crate::error::{Error, Result};
 use crate::rng::KeyedRng;
 use ffi::{Group, GroupSpec};
@@ -60,20 +60,6 @@ use ffi::{Group, GroupSpec};
 /// Largest flat buffer of one all-reduce or broadcast (bytes). ResNet-50's gradients (~100 MB in
 /// fp32) go in one bucket.
 const BUCKET_BYTES: i64 = 256 << 20;
-
-/// Which collective library a multi-process run uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum DistBackend {
-    /// NCCL when the run is on CUDA, Gloo on the CPU.
-    #[default]
-    Auto,
-    /// NCCL (CUDA tensors, one GPU per process).
-    Nccl,
-    /// Gloo (CPU tensors; CUDA tensors are staged through host memory).
-    Gloo,
-}
 
 /// How to set a run up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -515,7 +501,7 @@ impl Dist {
                 )));
             }
             let all = self.all_gather(x)?; // [W n, ...]
-            let idx = crate::runtime::upload(&Tensor::from_slice(perm), x.device()); // [W n]
+            let idx = crate::shim::upload(&Tensor::from_slice(perm), x.device()); // [W n]
             let mine = idx.narrow(0, self.rank() as i64 * n, n);
             let outs = f(&all.index_select(0, &mine)); // each [n, ...]
             let inv = idx.argsort(0, false);

@@ -8,7 +8,7 @@ use tch::{Device, Tensor};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::Encoder;
+use crate::model::{Encoder, ResNetSpec};
 
 /// A checkpoint directory (holding `state.json`), or a run directory, whose newest checkpoint is
 /// taken.
@@ -26,7 +26,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 }
 
 fn build(config: &Config, device: Device) -> Result<Encoder> {
-    let spec = config.resnet_spec();
+    let spec = ResNetSpec::of(&config.model);
     let hidden =
         if config.model.proj_hidden > 0 { config.model.proj_hidden } else { spec.feature_dim() };
     Encoder::new(spec, hidden, config.model.proj_dim, device, false)

@@ -232,7 +232,7 @@ mod tests {
             "{err}"
         );
         let mut deeper = config.clone();
-        deeper.model.arch = crate::model::Arch::ResNet50;
+        deeper.model.arch = crate::config::Arch::ResNet50;
         let ckpt = checkpoint(&tmp.0.join("run50"), &config, &deeper);
         let err = export(&ckpt, ExportFormat::Torchvision, &out).unwrap_err().to_string();
         assert!(err.contains("`encoder_q.0.layer1.0.conv1.weight`: Float [4, 4, 3, 3]"), "{err}");

@@ -44,11 +44,11 @@ impl Default for ColourOptions {
 }
 
 fn index(samples: &[i64], device: Device) -> Tensor {
-    crate::runtime::upload(&Tensor::from_slice(samples), device)
+    crate::shim::upload(&Tensor::from_slice(samples), device)
 }
 
 fn factors(values: &[f32], device: Device) -> Tensor {
-    crate::runtime::upload(&Tensor::from_slice(values), device).view([-1, 1, 1, 1]) // [n, 1, 1, 1]
+    crate::shim::upload(&Tensor::from_slice(values), device).view([-1, 1, 1, 1]) // [n, 1, 1, 1]
 }
 
 /// Applies `op` to the samples `idx` of `x` (in place on `x`).
@@ -131,7 +131,7 @@ fn blur(x: &Tensor, idx: &[i64], sigmas: &[f32]) -> Result<()> {
     }
     let device = x.device();
     let groups = 3 * idx.len() as i64;
-    let kw = crate::runtime::upload(&Tensor::from_slice(&taps), device).view([groups, 1, 1, kmax]);
+    let kw = crate::shim::upload(&Tensor::from_slice(&taps), device).view([groups, 1, 1, kmax]);
     let kh = kw.view([groups, 1, kmax, 1]);
     apply_to(x, idx, |sub| {
         let padded = sub.reflection_pad2d([pad, pad, pad, pad]).reshape([
@@ -213,9 +213,8 @@ pub fn colour_batch(
             let inv = s * -1.0 + 1.0;
             inv.where_self(&s.ge(f64::from(SOLARIZE_THRESHOLD)), s)
         });
-        let mean =
-            crate::runtime::upload(&Tensor::from_slice(&opts.mean), device).view([1, 3, 1, 1]);
-        let std = crate::runtime::upload(&Tensor::from_slice(&opts.std), device).view([1, 3, 1, 1]);
+        let mean = crate::shim::upload(&Tensor::from_slice(&opts.mean), device).view([1, 3, 1, 1]);
+        let std = crate::shim::upload(&Tensor::from_slice(&opts.std), device).view([1, 3, 1, 1]);
         let y = (x - mean) / std;
         if opts.channels_last { crate::shim::to_channels_last(&y) } else { Ok(y) }
     })

@@ -6,6 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::StepLosses;
 use crate::bn::BnMode;
+use crate::config::{Config, SplitBnImpl};
 use crate::error::{Error, Result};
 use crate::gpu_augment::{ColourOptions, colour_batch};
 use crate::input::StepInput;
@@ -15,6 +16,17 @@ use crate::optim::Sgd;
 use crate::runtime::Runtime;
 use crate::shim::AutocastGuard;
 use crate::swap::{composite, mask_pool};
+
+/// The training BN mode of `rt`'s rank: its BN groups of the batch split of `config`
+/// ([`Config::batch_split`]), or SyncBN.
+///
+/// # Errors
+/// A batch or BN groups the world does not divide.
+pub(crate) fn bn_mode(config: &Config, imp: SplitBnImpl, rt: &Runtime) -> Result<BnMode> {
+    let dist = rt.dist();
+    let split = config.batch_split(dist.rank(), dist.world())?;
+    Ok(BnMode::for_split(&split, imp, &dist))
+}
 
 /// Enters (`enabled`) or leaves bf16 autocast for the scope of the guard; `None` in fp32 runs.
 pub(crate) fn autocast(rt: &Runtime, enabled: bool) -> Result<Option<AutocastGuard>> {

@@ -23,15 +23,15 @@ use std::collections::HashMap;
 use tch::Tensor;
 
 use super::common::{
-    Terms, autocast, avg_pool, cells, check_batch, colour_views, contrastive_region_queries,
-    optimize, region_pool,
+    Terms, autocast, avg_pool, bn_mode, cells, check_batch, colour_views,
+    contrastive_region_queries, optimize, region_pool,
 };
 use super::{MomentumEncoders, Pretrainer, StepLosses};
 use crate::bn::BnMode;
-use crate::config::{Config, Method};
+use crate::config::{Config, Method, RegionTerms};
 use crate::error::{Error, Result};
 use crate::input::StepInput;
-use crate::loss::{RegionTerms, dense_correspondence, dense_loss, instance_loss, region_loss};
+use crate::loss::{dense_correspondence, dense_loss, instance_loss, region_loss};
 use crate::model::{Encoder, l2_normalize, l2_normalize_last};
 use crate::optim::Sgd;
 use crate::queue::Queue;
@@ -91,7 +91,7 @@ impl DenseContrast {
             tau: config.moco.tau,
             lambda: config.densecl.lambda,
             region_weight: config.densecl.region_weight,
-            bn: BnMode::for_rank(config.moco.bn_splits, config.moco.bn_impl, &rt.dist())?,
+            bn: bn_mode(config, config.moco.bn_impl, &rt)?,
             rt,
         })
     }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::dist::Dist;
 use crate::ema;
 use crate::error::Result;
-use crate::model::{Encoder, HeadSpec};
+use crate::model::{Encoder, HeadSpec, ResNetSpec};
 use crate::optim::Sgd;
 use crate::rng::KeyedRng;
 use crate::runtime::Runtime;
@@ -44,7 +44,7 @@ impl MomentumEncoders {
     /// # Errors
     /// A libtorch failure.
     pub fn new(config: &Config, rt: &Runtime) -> Result<Self> {
-        let (spec, head) = (config.resnet_spec(), HeadSpec::for_config(config));
+        let (spec, head) = (ResNetSpec::of(&config.model), HeadSpec::for_config(config));
         let encoder_q = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
         let mut encoder_k = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
         encoder_k.store().copy_from(encoder_q.store())?;
@@ -102,7 +102,7 @@ impl MomentumEncoders {
             }
             let b = im_k.size()[0];
             let perm = KeyedRng::new(&[self.seed, step, SHUFFLE_STREAM]).permutation(b as usize);
-            let idx = crate::runtime::upload(&Tensor::from_slice(&perm), im_k.device());
+            let idx = crate::shim::upload(&Tensor::from_slice(&perm), im_k.device());
             let inv = idx.argsort(0, false);
             let outs = forward(&self.encoder_k, &im_k.index_select(0, &idx));
             Ok(outs.iter().map(|t| t.index_select(0, &inv)).collect())

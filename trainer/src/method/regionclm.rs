@@ -20,15 +20,15 @@ use std::collections::HashMap;
 use tch::Tensor;
 
 use super::common::{
-    Terms, autocast, avg_pool, check_batch, colour_views, contrastive_region_queries, optimize,
-    region_pool,
+    Terms, autocast, avg_pool, bn_mode, check_batch, colour_views, contrastive_region_queries,
+    optimize, region_pool,
 };
 use super::{MomentumEncoders, Pretrainer, StepLosses};
 use crate::bn::BnMode;
-use crate::config::{Config, Method};
+use crate::config::{Config, Method, RegionTerms};
 use crate::error::Result;
 use crate::input::StepInput;
-use crate::loss::{RegionTerms, instance_loss, region_loss};
+use crate::loss::{instance_loss, region_loss};
 use crate::model::{Encoder, l2_normalize};
 use crate::optim::Sgd;
 use crate::queue::Queue;
@@ -64,7 +64,7 @@ impl MomentumContrast {
             method: config.method,
             terms: config.region_terms(),
             tau: config.moco.tau,
-            bn: BnMode::for_rank(config.moco.bn_splits, config.moco.bn_impl, &rt.dist())?,
+            bn: bn_mode(config, config.moco.bn_impl, &rt)?,
             rt,
         })
     }
@@ -164,7 +164,7 @@ impl Pretrainer for MomentumContrast {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bn::SplitBnImpl;
+    use crate::config::SplitBnImpl;
     use crate::input::BatchSource;
     use crate::method::tests::tiny_config;
     use crate::source::SyntheticSource;

@@ -22,13 +22,13 @@ use std::collections::HashMap;
 
 use tch::Tensor;
 
-use super::common::{Terms, autocast, avg_pool, colour_views, optimize, region_pool};
+use super::common::{Terms, autocast, avg_pool, bn_mode, colour_views, optimize, region_pool};
 use super::{Pretrainer, StepLosses};
-use crate::bn::{BnMode, SplitBnImpl};
-use crate::config::{Config, Method};
+use crate::bn::BnMode;
+use crate::config::{Config, Method, RegionTerms, SplitBnImpl};
 use crate::error::Result;
 use crate::input::StepInput;
-use crate::loss::{RegionPredictions, RegionTerms, region_positive_loss, simsiam_loss};
+use crate::loss::{RegionPredictions, region_positive_loss, simsiam_loss};
 use crate::model::{Encoder, Predictor};
 use crate::optim::Sgd;
 use crate::runtime::Runtime;
@@ -65,8 +65,8 @@ impl SimSiam {
             method: config.method,
             terms: config.region_terms(),
             region_weight: config.simsiam.region_weight,
-            fixed_pred_lr: config.simsiam.fix_pred_lr.then(|| config.peak_lr()),
-            bn: BnMode::for_rank(1, SplitBnImpl::Chunked, &rt.dist())?,
+            fixed_pred_lr: config.simsiam.fix_pred_lr.then(|| config.optim.peak_lr()),
+            bn: bn_mode(config, SplitBnImpl::Chunked, &rt)?,
             rt,
         })
     }
@@ -158,7 +158,7 @@ mod tests {
         let mut m = SimSiam::new(&config, Runtime::cpu()).unwrap();
         let mut sgd = m.optimizer(&config);
         let groups = sgd.groups();
-        assert_eq!((groups[0].fixed_lr, groups[1].fixed_lr), (None, Some(config.peak_lr())));
+        assert_eq!((groups[0].fixed_lr, groups[1].fixed_lr), (None, Some(config.optim.peak_lr())));
         assert!(groups[1].names.iter().all(|n| n.starts_with("predictor.")));
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();

@@ -8,7 +8,7 @@ mod simsiam_head;
 
 pub use dense_head::DenseHead;
 pub use projector::Projector;
-pub use resnet::{Arch, ResNet, ResNetSpec, Stem};
+pub use resnet::{ResNet, ResNetSpec};
 pub use simsiam_head::{Predictor, SimSiamProjector};
 
 use tch::{Device, Kind, Tensor};
@@ -50,7 +50,7 @@ impl HeadSpec {
     /// `model.proj_dim`).
     pub fn for_config(config: &Config) -> Self {
         let hidden = match config.model.proj_hidden {
-            0 => config.resnet_spec().feature_dim(),
+            0 => ResNetSpec::of(&config.model).feature_dim(),
             h => h,
         };
         let dim = config.model.proj_dim;
@@ -99,7 +99,8 @@ impl Encoder {
     /// # Errors
     /// As [`Encoder::with_head`].
     pub fn for_config(config: &Config, device: Device, channels_last: bool) -> Result<Self> {
-        Self::with_head(config.resnet_spec(), HeadSpec::for_config(config), device, channels_last)
+        let backbone = ResNetSpec::of(&config.model);
+        Self::with_head(backbone, HeadSpec::for_config(config), device, channels_last)
     }
 
     /// Builds an encoder on the CPU (initialised from libtorch's default generator), then moves it

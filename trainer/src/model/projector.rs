@@ -4,7 +4,8 @@
 
 use tch::Tensor;
 
-use crate::init::{self, InitScheme};
+use crate::config::InitScheme;
+use crate::init;
 use crate::params::ParamStore;
 
 /// The two-layer MLP head.

@@ -12,34 +12,12 @@
 //!
 //! `width` scales every stage (64 = torchvision); tiny CPU tests use 16.
 
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::bn::{BatchNorm2d, BnMode};
-use crate::init::{self, InitScheme};
+use crate::config::{Arch, InitScheme, ModelConfig, Stem};
+use crate::init;
 use crate::params::ParamStore;
-
-/// Backbone depth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Arch {
-    /// BasicBlocks (2, 2, 2, 2), 512-d features at width 64.
-    ResNet18,
-    /// Bottlenecks (3, 4, 6, 3), 2048-d features at width 64.
-    ResNet50,
-}
-
-/// The network's input stem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Stem {
-    /// 7x7/2 conv + max-pool (stride 32 overall).
-    ImageNet,
-    /// 3x3/1 conv, no max-pool (stride 8 overall).
-    Small,
-}
 
 /// What backbone to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,21 +35,25 @@ pub struct ResNetSpec {
 }
 
 impl ResNetSpec {
+    /// The backbone of a config's `[model]` section.
+    pub fn of(model: &ModelConfig) -> Self {
+        Self {
+            arch: model.arch,
+            stem: model.stem,
+            width: model.width,
+            init: model.init,
+            zero_init_residual: model.zero_init_residual,
+        }
+    }
+
     /// Channels of the output feature map.
     pub fn feature_dim(&self) -> i64 {
-        let expansion = match self.arch {
-            Arch::ResNet18 => 1,
-            Arch::ResNet50 => 4,
-        };
-        8 * self.width * expansion
+        8 * self.width * self.arch.expansion()
     }
 
     /// Total stride `R` of the output feature map.
     pub fn stride(&self) -> i64 {
-        match self.stem {
-            Stem::ImageNet => 32,
-            Stem::Small => 8,
-        }
+        self.stem.stride()
     }
 }
 
@@ -226,7 +208,7 @@ impl ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bn::SplitBnImpl;
+    use crate::config::SplitBnImpl;
     use tch::{Device, Kind};
 
     fn spec(arch: Arch, stem: Stem, width: i64) -> ResNetSpec {

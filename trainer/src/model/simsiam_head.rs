@@ -102,7 +102,7 @@ impl Predictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bn::SplitBnImpl;
+    use crate::config::SplitBnImpl;
     use tch::Kind;
 
     #[test]

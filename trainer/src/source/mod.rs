@@ -14,7 +14,7 @@ pub use synthetic::SyntheticSource;
 
 use regioncl_augment::ViewSpec;
 
-use crate::config::Config;
+use crate::config::{BatchSplit, Config};
 use crate::dist::Dist;
 use crate::error::Result;
 use crate::rng::KeyedRng;
@@ -68,20 +68,13 @@ impl RankShare {
         Self { rank: dist.rank(), world: dist.world() }
     }
 
-    /// Checks the share against `config`; returns the rank's batch.
+    /// The share's batch and BN groups under `config` ([`Config::batch_split`]).
     ///
     /// # Errors
     /// [`crate::Error::Config`]: a rank outside the world, or a batch or BN groups that the world
-    /// does not divide ([`Config::rank_groups`]).
-    pub(crate) fn rank_batch(&self, config: &Config) -> Result<i64> {
-        if self.rank >= self.world {
-            return Err(crate::error::Error::config(
-                "RANK",
-                format!("rank {} is not in a world of {}", self.rank, self.world),
-            ));
-        }
-        config.rank_groups(self.world)?;
-        config.rank_batch(self.world)
+    /// does not divide.
+    pub(crate) fn split(&self, config: &Config) -> Result<BatchSplit> {
+        config.batch_split(self.rank, self.world)
     }
 }
 
@@ -96,11 +89,11 @@ pub(crate) fn plan_swap(
         return Ok((None, None));
     }
     let size = config.data.image_size;
-    let stride = config.resnet_spec().stride();
+    let stride = config.model.stem.stride();
     let mut rng = KeyedRng::new(&[config.seed, step, SWAP_STREAM]);
     let r = &config.region;
     let swap = r.sampler.sample(&mut rng, size, size, stride, r.c_lower, r.c_upper);
-    let b = config.rank_batch(share.world)?;
-    let pairing = Pairing::reversed_within(b, config.rank_groups(share.world)?)?;
+    let split = share.split(config)?;
+    let pairing = Pairing::reversed_within(split.rank_batch, split.groups)?;
     Ok((Some(swap), Some(pairing)))
 }

@@ -76,7 +76,7 @@ impl PhotoSource {
     /// As [`PhotoSource::new`]; [`Error::Config`] when the world does not divide the batch or
     /// its BN groups.
     pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
-        share.rank_batch(config)?;
+        share.split(config)?;
         let root = if config.data.root.is_empty() {
             data_root().join("imagenet-like")
         } else {

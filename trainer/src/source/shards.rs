@@ -15,11 +15,11 @@ use regioncl_loader::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, SwapSampler};
 use crate::error::{Error, Result};
 use crate::input::{BatchSource, StepInput};
 use crate::source::{RankShare, view_spec};
-use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, SwapSampler};
+use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
 
 fn loader_err(e: regioncl_loader::Error) -> Error {
     Error::Data(format!("loader: {e}"))
@@ -100,8 +100,8 @@ impl ShardSource {
     /// As [`ShardSource::new`]; [`Error::Config`] when the world does not divide the batch or its
     /// BN groups.
     pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
-        let batch = share.rank_batch(config)? as usize;
-        let bn_groups = config.rank_groups(share.world)? as usize;
+        let split = share.split(config)?;
+        let (batch, bn_groups) = (split.rank_batch as usize, split.groups as usize);
         let root = Path::new(&config.data.root);
         if config.data.root.is_empty() || !root.is_dir() {
             return Err(Error::config(
@@ -121,7 +121,7 @@ impl ShardSource {
             color_on: ColorOn::Consumer,
             sampling: Sampling::Random,
         };
-        let stride = config.resnet_spec().stride();
+        let stride = config.model.stem.stride();
         let swap = config.region_terms().any().then(|| {
             let r = &config.region;
             SwapPlanConfig {

@@ -32,7 +32,7 @@ impl SyntheticSource {
     /// # Errors
     /// [`crate::Error::Config`] when the world does not divide the batch or its BN groups.
     pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
-        share.rank_batch(config)?;
+        share.split(config)?;
         Ok(Self::build(config, share))
     }
 
