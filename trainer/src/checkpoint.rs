@@ -248,3 +248,25 @@ pub fn export_backbone(model: &dyn Pretrainer, path: &Path) -> Result<()> {
         .collect();
     write_tensors(path, &tensors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde_json's default float parser may land one ulp off (7.6374406814575195 read back as
+    /// 7.63744068145752): a checkpoint's last losses must read back bit for bit, as resume
+    /// compares them with the uninterrupted run's.
+    #[test]
+    fn state_json_keeps_every_bit_of_the_losses() {
+        let l = StepLosses {
+            loss: 7.637_440_681_457_519_5,
+            loss_inst: 5.092_118_263_244_629,
+            loss_region: 0.1 + 0.2,
+            loss_dense: 1e-300,
+        };
+        let state = TrainState::new(&Config::default(), 6, 3, Some(l));
+        let json = serde_json::to_vec(&state).unwrap();
+        let back: TrainState = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.last, Some(l));
+    }
+}
