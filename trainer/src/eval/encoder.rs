@@ -56,12 +56,11 @@ pub fn load_encoder(path: &Path, device: Device) -> Result<(Encoder, Config)> {
     Ok((encoder, config))
 }
 
-/// A freshly initialised encoder of `config`'s architecture and initialisation scheme (drawn after
-/// `tch::manual_seed(seed)`), BN running statistics at their defaults (mean 0, var 1).
+/// A freshly initialised encoder of `config`'s architecture and initialisation scheme (drawn from
+/// the keyed stream of `seed`, `init.rs`), BN running statistics at their defaults (mean 0, var 1).
 ///
 /// # Errors
 /// A libtorch failure.
 pub fn random_encoder(config: &Config, seed: u64, device: Device) -> Result<Encoder> {
-    tch::manual_seed(seed as i64);
-    build(config, device)
+    crate::init::seeded(seed, || build(config, device))
 }

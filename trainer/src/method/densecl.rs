@@ -72,16 +72,16 @@ pub struct DenseContrast {
 }
 
 impl DenseContrast {
-    /// Builds both encoders, then the two queues, after `tch::manual_seed(config.seed)`.
+    /// Builds both encoders, then the two queues, from the keyed stream of `config.seed` (`init.rs`).
     ///
     /// # Errors
     /// A libtorch failure.
     pub fn new(config: &Config, rt: Runtime) -> Result<Self> {
-        tch::manual_seed(config.seed as i64);
-        let encoders = MomentumEncoders::new(config, &rt)?;
         let (dim, k) = (config.model.proj_dim, config.moco.queue_size);
-        let queue = Queue::new(dim, k, rt.device);
-        let queue2 = Queue::new(dim, k, rt.device);
+        let (encoders, queue, queue2) = crate::init::seeded(config.seed, || -> Result<_> {
+            let encoders = MomentumEncoders::new(config, &rt)?;
+            Ok((encoders, Queue::new(dim, k, rt.device), Queue::new(dim, k, rt.device)))
+        })?;
         Ok(Self {
             encoders,
             queue,

@@ -103,7 +103,8 @@ pub trait Pretrainer: std::fmt::Debug {
     fn load_state(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()>;
 }
 
-/// Builds the model of `config.method` on `rt` (initialised after `tch::manual_seed(config.seed)`).
+/// Builds the model of `config.method` on `rt` (initialised from the keyed stream of `config.seed`,
+/// `init.rs`).
 ///
 /// # Errors
 /// A libtorch failure.

@@ -38,8 +38,8 @@ pub struct MomentumEncoders {
 }
 
 impl MomentumEncoders {
-    /// Builds both encoders with the head of `config`'s method. Initialisation draws from
-    /// libtorch's default generator (seeded by the caller); the key encoder is then an exact copy.
+    /// Builds both encoders with the head of `config`'s method. Initialisation draws as
+    /// the caller's `init::seeded` scope says; the key encoder is then an exact copy.
     ///
     /// # Errors
     /// A libtorch failure.

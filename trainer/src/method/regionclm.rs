@@ -49,15 +49,17 @@ pub struct MomentumContrast {
 }
 
 impl MomentumContrast {
-    /// Builds both encoders and the queue. Initialisation draws from libtorch's default generator
-    /// after `tch::manual_seed(config.seed)`; the key encoder is then an exact copy.
+    /// Builds both encoders and the queue. Initialisation draws from the keyed stream of
+    /// `config.seed` (`init.rs`); the key encoder is then an exact copy.
     ///
     /// # Errors
     /// A libtorch failure.
     pub fn new(config: &Config, rt: Runtime) -> Result<Self> {
-        tch::manual_seed(config.seed as i64);
-        let encoders = MomentumEncoders::new(config, &rt)?;
-        let queue = Queue::new(config.model.proj_dim, config.moco.queue_size, rt.device);
+        let (encoders, queue) = crate::init::seeded(config.seed, || -> Result<_> {
+            let encoders = MomentumEncoders::new(config, &rt)?;
+            let queue = Queue::new(config.model.proj_dim, config.moco.queue_size, rt.device);
+            Ok((encoders, queue))
+        })?;
         Ok(Self {
             encoders,
             queue,

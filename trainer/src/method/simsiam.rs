@@ -50,15 +50,17 @@ pub struct SimSiam {
 }
 
 impl SimSiam {
-    /// Builds the encoder, then the predictor, after `tch::manual_seed(config.seed)`.
+    /// Builds the encoder, then the predictor, from the keyed stream of `config.seed` (`init.rs`).
     ///
     /// # Errors
     /// A libtorch failure.
     pub fn new(config: &Config, rt: Runtime) -> Result<Self> {
-        tch::manual_seed(config.seed as i64);
-        let encoder = Encoder::for_config(config, rt.device, rt.channels_last)?;
-        let predictor =
-            Predictor::new(config.model.proj_dim, config.simsiam.pred_hidden, rt.device)?;
+        let (encoder, predictor) = crate::init::seeded(config.seed, || -> Result<_> {
+            let encoder = Encoder::for_config(config, rt.device, rt.channels_last)?;
+            let predictor =
+                Predictor::new(config.model.proj_dim, config.simsiam.pred_hidden, rt.device)?;
+            Ok((encoder, predictor))
+        })?;
         Ok(Self {
             encoder,
             predictor,
