@@ -6,9 +6,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use regioncl_augment::{
-    BlurScratch, ColorJitter, CropBox, KeyedRng, Normalize, Resizer, RgbImage, ViewOutput,
-    ViewParams, ViewScratch, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
-    gaussian_blur, hwc_to_chw_f32, render_view, rgb_to_grayscale, solarize,
+    BlurScratch, ColorJitter, CropBox, Interpolation, KeyedRng, Normalize, Resizer, RgbImage,
+    ViewOutput, ViewParams, ViewScratch, adjust_brightness, adjust_contrast, adjust_hue,
+    adjust_saturation, gaussian_blur, hwc_to_chw_f32, render_view, rgb_to_grayscale, solarize,
 };
 
 const SIZE: u32 = 224;
@@ -47,7 +47,17 @@ fn resize(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                resizer.resize_crop(&src, black_box(&crop), &mut dst, SIZE, SIZE, true).unwrap()
+                resizer
+                    .resize_crop(
+                        &src,
+                        black_box(&crop),
+                        &mut dst,
+                        SIZE,
+                        SIZE,
+                        Interpolation::Bilinear,
+                        true,
+                    )
+                    .unwrap()
             })
         });
     }

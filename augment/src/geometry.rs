@@ -2,6 +2,7 @@
 
 /// An axis-aligned rectangle in pixel coordinates: columns `[x, x + w)`, rows `[y, y + h)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Rect {
     /// Left column.
     pub x: u32,

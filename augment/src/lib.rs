@@ -127,6 +127,7 @@ mod geometry;
 mod jpeg;
 mod normalize;
 mod params;
+mod presets;
 mod resize;
 mod rng;
 mod simd;
@@ -150,6 +151,6 @@ pub use crate::params::{
     ColorJitter, JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_HUE, JITTER_SATURATION, ViewParams,
     ViewSpec,
 };
-pub use crate::resize::Resizer;
+pub use crate::resize::{Interpolation, Resizer};
 pub use crate::rng::KeyedRng;
 pub use crate::view::{SOLARIZE_THRESHOLD, ViewOutput, ViewScratch, apply_color_ops, render_view};

@@ -7,6 +7,7 @@
 use crate::crop::random_resized_crop;
 use crate::error::{Error, Result};
 use crate::geometry::Rect;
+use crate::resize::Interpolation;
 use crate::rng::KeyedRng;
 
 /// The four ColorJitter operations, as stored in [`ColorJitter::order`].
@@ -24,6 +25,7 @@ pub const JITTER_HUE: u8 = 3;
 /// op whose strength is 0; skipping matters for hue, whose RGB -> HSV -> RGB round trip is not
 /// exact).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ColorJitter {
     /// Brightness factor (`img * f`); 1.0 = identity.
     pub brightness: f32,
@@ -45,11 +47,15 @@ impl ColorJitter {
 }
 
 /// Everything random about one view, in the order the MoCo v2 pipeline applies it: crop (then
-/// resize to the view's size), jitter, grayscale, blur, solarize, flip, normalize.
+/// resize to the view's size), jitter, grayscale, blur, solarize, flip, normalize. With the
+/// resize filter of its spec, it is all that is needed to render the view again.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ViewParams {
     /// The crop, in pixels of the original image.
     pub crop: Rect,
+    /// The resize filter (the spec's, copied: not random).
+    pub interpolation: Interpolation,
     /// Mirror left-right.
     pub flip: bool,
     /// Colour jitter, when applied.
@@ -67,6 +73,7 @@ impl ViewParams {
     pub fn crop_only(crop: Rect) -> Self {
         Self {
             crop,
+            interpolation: Interpolation::Bilinear,
             flip: false,
             jitter: None,
             grayscale: false,
@@ -81,9 +88,15 @@ impl ViewParams {
     }
 }
 
-/// A view recipe: output size, RandomResizedCrop ranges and the probability and strength of each
-/// augmentation.
+/// A view recipe: output size, RandomResizedCrop ranges and filter, and the probability and
+/// strength of each augmentation. The presets follow the official recipes: [`ViewSpec::mocov2`]
+/// here, SimCLR, BYOL, DINO and supervised training in `presets.rs`.
+///
+/// With the `serde` feature, a spec reads from a config table whose missing fields take the MoCo
+/// v2 224 px values ([`ViewSpec::default`]); unknown fields are errors.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ViewSpec {
     /// Output width in pixels.
     pub width: u32,
@@ -93,6 +106,8 @@ pub struct ViewSpec {
     pub scale: (f32, f32),
     /// RandomResizedCrop aspect (w/h) range.
     pub ratio: (f32, f32),
+    /// The resize filter.
+    pub interpolation: Interpolation,
     /// Probability of a horizontal flip.
     pub flip_p: f32,
     /// Probability of applying the colour jitter.
@@ -115,16 +130,25 @@ pub struct ViewSpec {
     pub solarize_p: f32,
 }
 
+impl Default for ViewSpec {
+    /// The MoCo v2 view at 224 px.
+    fn default() -> Self {
+        Self::mocov2(224)
+    }
+}
+
 impl ViewSpec {
-    /// The MoCo v2 view (docs/method.md section 8): RandomResizedCrop(size, scale (0.2, 1), ratio
-    /// (3/4, 4/3)); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale p 0.2; Gaussian blur p
-    /// 0.5 with sigma U(0.1, 2.0); flip p 0.5; no solarize.
+    /// The MoCo v2 view, as `main_moco.py --aug-plus` of facebookresearch/moco builds it
+    /// (docs/method.md section 8): RandomResizedCrop(size, scale (0.2, 1), ratio (3/4, 4/3),
+    /// bilinear); ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8; grayscale p 0.2; Gaussian blur p 0.5
+    /// with sigma U(0.1, 2.0); flip p 0.5; no solarize.
     pub fn mocov2(size: u32) -> Self {
         Self {
             width: size,
             height: size,
             scale: (0.2, 1.0),
             ratio: (3.0 / 4.0, 4.0 / 3.0),
+            interpolation: Interpolation::Bilinear,
             flip_p: 0.5,
             jitter_p: 0.8,
             brightness: 0.4,
@@ -201,7 +225,8 @@ impl ViewSpec {
         });
         let solarize = rng.bernoulli(f64::from(self.solarize_p));
         let flip = rng.bernoulli(f64::from(self.flip_p));
-        ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
+        let interpolation = self.interpolation;
+        ViewParams { crop, interpolation, flip, jitter, grayscale, blur_sigma, solarize }
     }
 
     /// torchvision's `ColorJitter.get_params`: a random order, then each factor (an op of strength

@@ -1,9 +1,9 @@
-//! Crop + antialiased bilinear resize into a caller's slice, with an optional horizontal flip.
+//! Crop + antialiased resize into a caller's slice, with an optional horizontal flip.
 //!
-//! The kernel is fast_image_resize's separable bilinear convolution with the support widened by the
-//! scale factor when downscaling, which is PIL's `Image.resize(..., BILINEAR)` and torchvision's
-//! `resize(..., antialias=True)`: horizontal pass, then vertical, each in fixed point, u8 between
-//! the passes.
+//! The kernel is fast_image_resize's separable convolution (bilinear, or bicubic with PIL's
+//! `a = -0.5`, Catmull-Rom) with the support widened by the scale factor when downscaling, which is
+//! PIL's `Image.resize(..., BILINEAR | BICUBIC)` and torchvision's `resize(..., antialias=True)`:
+//! one pass per axis, each in fixed point, u8 between the passes.
 //!
 //! Crop semantics are torchvision's `resized_crop`: the crop is cut out first and is a hard border,
 //! so pixels outside it never leak into the view (PIL's `resize(box=...)` would read them). A box
@@ -16,6 +16,29 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
 use crate::error::{Error, Result};
 use crate::geometry::{CropBox, RgbImage};
 use crate::simd::simd_kernel;
+
+/// The resampling filter of a view's resize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum Interpolation {
+    /// Triangle filter: torchvision's default `InterpolationMode.BILINEAR` (MoCo, SimCLR, BYOL).
+    #[default]
+    Bilinear,
+    /// Cubic convolution with `a = -0.5` (Catmull-Rom): PIL's `Image.BICUBIC`, which DINO's
+    /// `RandomResizedCrop(..., interpolation=BICUBIC)` applies to PIL images.
+    Bicubic,
+}
+
+impl Interpolation {
+    fn filter(self) -> FilterType {
+        match self {
+            Interpolation::Bilinear => FilterType::Bilinear,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        }
+    }
+}
 
 /// A reusable resizer: keeps fast_image_resize's intermediate buffer between calls, so resizing
 /// views of similar size does not allocate (beyond fast_image_resize's small per-call coefficient
@@ -33,8 +56,8 @@ impl Resizer {
         Self::default()
     }
 
-    /// Resizes the `crop` of `src` to `dst_w` x `dst_h` and writes it into `dst` (`[dst_h, dst_w,
-    /// 3]`, packed), mirrored left-right when `flip`.
+    /// Resizes the `crop` of `src` to `dst_w` x `dst_h` with `filter` and writes it into `dst`
+    /// (`[dst_h, dst_w, 3]`, packed), mirrored left-right when `flip`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the crop is empty, not finite or not inside `src`, when the
@@ -46,6 +69,7 @@ impl Resizer {
         dst: &mut [u8],
         dst_w: u32,
         dst_h: u32,
+        filter: Interpolation,
         flip: bool,
     ) -> Result<()> {
         if !crop.fits_in(src.width(), src.height()) {
@@ -69,7 +93,7 @@ impl Resizer {
         let view =
             CroppedImage::new(&src_ref, hull.x, hull.y, hull.w, hull.h).map_err(|e| fir_err(&e))?;
         let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .resize_alg(ResizeAlg::Convolution(filter.filter()))
             .crop(crop.x - f64::from(hull.x), crop.y - f64::from(hull.y), crop.w, crop.h);
         if flip {
             // Resize into the scratch buffer (one byte of slack for flip_copy), mirror into `dst`.
@@ -134,7 +158,9 @@ mod tests {
         let src = noise(40, 30, 1);
         let mut dst = vec![0; 10 * 8 * 3];
         let crop = CropBox::from(Rect::new(5, 7, 10, 8));
-        Resizer::new().resize_crop(&src, &crop, &mut dst, 10, 8, false).unwrap();
+        Resizer::new()
+            .resize_crop(&src, &crop, &mut dst, 10, 8, Interpolation::Bilinear, false)
+            .unwrap();
         for y in 0..8 {
             let s = ((7 + y) * 40 + 5) * 3;
             assert_eq!(&dst[y * 30..(y + 1) * 30], &src.as_bytes()[s..s + 30]);
@@ -150,7 +176,9 @@ mod tests {
         }
         let mut dst = vec![0; 7 * 5 * 3];
         let crop = CropBox::from(Rect::new(16, 16, 32, 32));
-        Resizer::new().resize_crop(&src, &crop, &mut dst, 7, 5, false).unwrap();
+        Resizer::new()
+            .resize_crop(&src, &crop, &mut dst, 7, 5, Interpolation::Bilinear, false)
+            .unwrap();
         assert!(dst.iter().all(|&v| v == 255));
     }
 
@@ -160,8 +188,8 @@ mod tests {
         let crop = CropBox { x: 3.5, y: 2.25, w: 41.0, h: 30.5 };
         let (mut a, mut b) = (vec![0; 20 * 15 * 3], vec![0; 20 * 15 * 3]);
         let mut r = Resizer::new();
-        r.resize_crop(&src, &crop, &mut a, 20, 15, false).unwrap();
-        r.resize_crop(&src, &crop, &mut b, 20, 15, true).unwrap();
+        r.resize_crop(&src, &crop, &mut a, 20, 15, Interpolation::Bilinear, false).unwrap();
+        r.resize_crop(&src, &crop, &mut b, 20, 15, Interpolation::Bilinear, true).unwrap();
         for y in 0..15 {
             for x in 0..20 {
                 let p = (y * 20 + x) * 3;
@@ -199,9 +227,13 @@ mod tests {
         let mut r = Resizer::new();
         let mut dst = vec![0; 4 * 4 * 3];
         let outside = CropBox { x: 5.0, y: 0.0, w: 6.0, h: 4.0 };
-        assert!(r.resize_crop(&src, &outside, &mut dst, 4, 4, false).is_err());
+        assert!(
+            r.resize_crop(&src, &outside, &mut dst, 4, 4, Interpolation::Bilinear, false).is_err()
+        );
         let ok = CropBox { x: 0.0, y: 0.0, w: 4.0, h: 4.0 };
-        assert!(r.resize_crop(&src, &ok, &mut dst, 4, 3, false).is_err());
-        assert!(r.resize_crop(&src, &ok, &mut dst[..0], 0, 4, false).is_err());
+        assert!(r.resize_crop(&src, &ok, &mut dst, 4, 3, Interpolation::Bilinear, false).is_err());
+        assert!(
+            r.resize_crop(&src, &ok, &mut dst[..0], 0, 4, Interpolation::Bilinear, false).is_err()
+        );
     }
 }

@@ -57,7 +57,7 @@ impl ViewScratch {
 
 /// Renders one view: crops `crop` (in `src`'s coordinates, e.g. a box of a
 /// [`DecodePlan`](crate::DecodePlan)) out of the decoded `src`, resizes it with antialiasing to the
-/// output size, mirrors it when `params.flip`, and for [`ViewOutput::F32Chw`] applies the colour
+/// output size with `params.interpolation`, mirrors it when `params.flip`, and for [`ViewOutput::F32Chw`] applies the colour
 /// operations of `params` on the CPU and normalises. `params.crop` is not read: `crop` is where
 /// that crop landed in the decoded pixels.
 ///
@@ -79,9 +79,15 @@ pub fn render_view(
     scratch: &mut ViewScratch,
 ) -> Result<()> {
     match out {
-        ViewOutput::U8Hwc { pixels, width, height } => {
-            scratch.resizer.resize_crop(src, crop, pixels, width, height, params.flip)
-        }
+        ViewOutput::U8Hwc { pixels, width, height } => scratch.resizer.resize_crop(
+            src,
+            crop,
+            pixels,
+            width,
+            height,
+            params.interpolation,
+            params.flip,
+        ),
         ViewOutput::F32Chw { pixels, width, height, normalize } => {
             let n = width as usize * height as usize * 3;
             if pixels.len() != n {
@@ -91,7 +97,15 @@ pub fn render_view(
                 )));
             }
             scratch.rgb.resize(n, 0);
-            scratch.resizer.resize_crop(src, crop, &mut scratch.rgb, width, height, params.flip)?;
+            scratch.resizer.resize_crop(
+                src,
+                crop,
+                &mut scratch.rgb,
+                width,
+                height,
+                params.interpolation,
+                params.flip,
+            )?;
             hwc_to_chw_f32(&scratch.rgb, pixels);
             apply_color_ops(pixels, width, height, params, &mut scratch.blur);
             normalize.apply(pixels);

@@ -7,9 +7,11 @@ Reads DIR/cases.json, a list of cases, and writes DIR/out_<id>.bin (raw, native 
 each. Images are raw files: u8 [H, W, 3] on input.
 
   {"id": 0, "kind": "resize", "src": "a.rgb", "w": W, "h": H,
-   "crop": [top, left, height, width], "out": [out_h, out_w], "flip": bool, "pil": bool}
-      -> u8 [out_h, out_w, 3]: F.resized_crop(..., BILINEAR, antialias=True), then hflip, on a uint8
-         tensor (float32 inside, one rounding) or, with "pil", on a PIL image (PIL's fixed point)
+   "crop": [top, left, height, width], "out": [out_h, out_w], "flip": bool, "pil": bool,
+   "filter": "bilinear" | "bicubic"}
+      -> u8 [out_h, out_w, 3]: F.resized_crop(..., filter, antialias=True), then hflip, on a uint8
+         tensor (float32 inside, one rounding; bilinear only) or, with "pil", on a PIL image (PIL's
+         fixed point: BILINEAR, or BICUBIC as DINO's RandomResizedCrop uses it)
   {"id": 1, "kind": "color", "src": "v.rgb", "w": W, "h": H, "ops": [["brightness", 1.2], ...]}
       -> f32 [3, H, W]: x = u8 / 255, then each op with torchvision's tensor functional op:
          brightness f | contrast f | saturation f | hue s | grayscale | blur sigma
@@ -45,8 +47,9 @@ def resize(directory, case):
     if case.get("pil"):
         # The MoCo reference pipeline: torchvision's transforms on a PIL image.
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        out = F.resized_crop(pil, top, left, height, width, case["out"],
-                             interpolation=InterpolationMode.BILINEAR)
+        mode = {"bilinear": InterpolationMode.BILINEAR,
+                "bicubic": InterpolationMode.BICUBIC}[case["filter"]]
+        out = F.resized_crop(pil, top, left, height, width, case["out"], interpolation=mode)
         if case["flip"]:
             out = F.hflip(out)
         return np.asarray(out).tobytes()

@@ -1,10 +1,14 @@
 //! Errors of the loader crate, split by cause: the file system ([`Error::Io`]), a corrupt or
 //! foreign shard ([`Error::Format`]), a record whose bytes no longer match their checksum
 //! ([`Error::Checksum`]), a bad manifest ([`Error::Manifest`]), a bound on untrusted input
-//! ([`Error::Limit`]) and a bad setting ([`Error::Config`]). Every variant that concerns a file
-//! names it; shard errors also name the record index and the byte offset.
+//! ([`Error::Limit`]), a bad setting ([`Error::Config`]), a record that cannot be used
+//! ([`Error::BadRecord`]) and a pipeline that cannot go on ([`Error::Pipeline`]). Every variant
+//! that concerns a file names it; shard errors also name the record index and the byte offset.
 
 use std::path::PathBuf;
+
+use crate::pipeline::AllocError;
+use crate::record::BadRecord;
 
 /// What went wrong in the loader.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,99 @@ pub enum Error {
         /// Who holds it, as its lock file says (`regioncl convert, pid 4242 on node7`).
         holder: String,
     },
+    /// A record that cannot be used (see [`BadRecord`]).
+    #[error(transparent)]
+    BadRecord(#[from] BadRecord),
+    /// The pipeline cannot deliver the next batch.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Why a [`Pipeline`](crate::Pipeline) cannot deliver a batch (or start).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A bad record, under [`BadRecords::Fail`](crate::BadRecords::Fail) (evaluation).
+    #[error("epoch {epoch} step {step}")]
+    BadRecord {
+        /// Epoch of the batch.
+        epoch: u64,
+        /// Step of the batch.
+        step: u64,
+        /// The record.
+        #[source]
+        source: BadRecord,
+    },
+    /// A bad record whose substitutes were bad too, under
+    /// [`BadRecords::Replace`](crate::BadRecords::Replace).
+    #[error("epoch {epoch} step {step}: {tried} substitutes were bad too")]
+    NoSubstitute {
+        /// Epoch of the batch.
+        epoch: u64,
+        /// Step of the batch.
+        step: u64,
+        /// Substitutes tried.
+        tried: u64,
+        /// The first bad record.
+        #[source]
+        source: BadRecord,
+    },
+    /// Every sample of a batch was a bad record (replaced or skipped): the dataset, not a record,
+    /// is broken.
+    #[error(
+        "epoch {epoch} step {step}: all {len} records of the batch are bad; the first: {first}"
+    )]
+    AllBad {
+        /// Epoch of the batch.
+        epoch: u64,
+        /// Step of the batch.
+        step: u64,
+        /// Samples in the batch.
+        len: usize,
+        /// Why the first sample is bad.
+        first: String,
+    },
+    /// The consumer holds every buffer of the ring, so the next batch has nowhere to go (it
+    /// would wait forever). Drop a batch first, or build with more `batches_ahead`.
+    #[error(
+        "all {batches_ahead} batch buffers are held by the consumer: drop a batch before asking \
+         for the next one, or raise batches_ahead"
+    )]
+    AllBuffersHeld {
+        /// The ring's size.
+        batches_ahead: usize,
+    },
+    /// The allocator could not give a view buffer.
+    #[error("allocating a {bytes}-byte view buffer")]
+    Alloc {
+        /// The size asked for.
+        bytes: usize,
+        /// The allocator's error.
+        #[source]
+        source: AllocError,
+    },
+    /// The allocator broke its contract (size or alignment).
+    #[error("the allocator returned {got} bytes at alignment {align} for {bytes} bytes (need 4)")]
+    BadBuffer {
+        /// The size asked for.
+        bytes: usize,
+        /// The size returned.
+        got: usize,
+        /// The largest power of two dividing the address (at most 64).
+        align: usize,
+    },
+    /// A thread could not be started.
+    #[error("spawning the {what} thread")]
+    Spawn {
+        /// `"worker"` or `"planner"`.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker threads are gone (one panicked).
+    #[error("the loader's worker threads stopped")]
+    WorkersStopped,
 }
 
 /// What is wrong with a shard file. Offsets are byte offsets into the file.

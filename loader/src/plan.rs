@@ -1,148 +1,36 @@
 //! Batch plans: everything random about a step, drawn before any byte is decoded.
 //!
-//! A [`BatchPlan`] holds the record indices of a step and, per view and sample, the crop, flip and
-//! colour parameters, plus the RegionCL swap box and pairing. All of it comes from [`KeyedRng`]
-//! streams keyed by the seed and the position in the run, never from a thread-local generator:
+//! A [`BatchPlan`] holds the record indices of one rank's share of a step and, per view and sample,
+//! the crop, flip and colour parameters, plus the RegionCL swap box and pairing. All of it comes
+//! from [`KeyedRng`] streams keyed by the seed and the position in the run, never from a
+//! thread-local generator:
+//! - the order: `(seed, epoch, "order")` (see [`OrderKind`](crate::OrderKind)), one global sequence
+//!   cut into global batches; rank `r` of `W` takes the `r`-th `batch / W` of each;
 //! - view parameters: `(seed, "view", epoch, record index, view)`, so an image's augmentation in an
 //!   epoch does not depend on the batch size, the world size or the thread count;
 //! - the swap box: `(seed, "swap", epoch, step)`, one box per step shared by every rank, as in the
-//!   official run.
+//!   official run; the pairing reverses each BN group of the global batch, and a rank holds whole
+//!   groups.
 //!
-//! Consequences: the executor's output is identical for 1 or N threads, and resuming at
-//! `(epoch, step)` reproduces exactly the batches of an uninterrupted run.
+//! Consequences: the executor's output is identical for 1 or N threads; resuming at
+//! `(epoch, step)` reproduces exactly the batches of an uninterrupted run; and the sequence of
+//! global batches (records, views, boxes, pairs) is the same whatever the world size, so a run may
+//! resume on another number of GPUs and 1 GPU trains on the data 8 GPUs would.
 
 use std::sync::Arc;
 
 use regioncl_augment::{KeyedRng, Rect, ViewParams, ViewSpec};
 
 use crate::error::{Error, Result};
-use crate::order::Order;
-use crate::swap::{SwapBox, SwapConfig, pairing, sample_swap_box};
+use crate::order::{Order, OrderKind};
+use crate::recipe::{Recipe, Sampling};
+use crate::source::RecordSizes;
+use crate::swap::{SwapBox, SwapPlanConfig, pairing, sample_swap_box};
 
 const STREAM_VIEW: u64 = 0x7669_6577; // "view"
 const STREAM_SWAP: u64 = 0x7377_6170; // "swap"
 
-/// Sizes of the records, known before decoding (a shard's index stores them).
-pub trait RecordSizes: Send + Sync {
-    /// Number of records.
-    fn num_records(&self) -> u64;
-    /// (width, height) of record `index`.
-    fn size(&self, index: u64) -> (u32, u32);
-}
-
-impl RecordSizes for crate::Dataset {
-    fn num_records(&self) -> u64 {
-        self.len() as u64
-    }
-    fn size(&self, index: u64) -> (u32, u32) {
-        // Opening the dataset validated every index entry; an index past the end is a caller bug
-        // that the planner cannot produce (its order covers exactly `num_records`).
-        self.record(index as usize).map_or((1, 1), |r| (r.width, r.height))
-    }
-}
-
-impl RecordSizes for Vec<(u32, u32)> {
-    fn num_records(&self) -> u64 {
-        self.len() as u64
-    }
-    fn size(&self, index: u64) -> (u32, u32) {
-        self[index as usize]
-    }
-}
-
-/// Where the colour operations of a recipe run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ColorOn {
-    /// Workers write u8 `[H, W, 3]` views (crop, resize, flip only); the consumer applies the
-    /// planned colour parameters itself (the trainer does it on the GPU).
-    #[default]
-    Consumer,
-    /// Workers apply the whole augmentation and write normalized f32 `[3, H, W]` views.
-    Cpu,
-}
-
-/// How the crops of a recipe are chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Sampling {
-    /// Drawn per view from its [`ViewSpec`] (training).
-    #[default]
-    Random,
-    /// Deterministic evaluation crop: resize the shorter side to `resize`, then take the central
-    /// `width` x `height` of the view (torchvision's `Resize(256)` + `CenterCrop(224)`), no flip,
-    /// no colour.
-    Center {
-        /// Shorter side after the resize.
-        resize: u32,
-    },
-}
-
-/// The views made from every sample.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Recipe {
-    /// One spec per view; view 0 is the query view of two-view methods.
-    pub views: Vec<ViewSpec>,
-    /// Where colour runs.
-    pub color_on: ColorOn,
-    /// Random or central crops.
-    pub sampling: Sampling,
-}
-
-impl Recipe {
-    /// MoCo v2: two independently augmented `size` x `size` views (docs/method.md section 8).
-    pub fn mocov2(size: u32) -> Self {
-        Self {
-            views: vec![ViewSpec::mocov2(size); 2],
-            color_on: ColorOn::Consumer,
-            sampling: Sampling::Random,
-        }
-    }
-
-    /// One evaluation view: shorter side resized to `resize`, central `crop` x `crop`.
-    pub fn center_crop(resize: u32, crop: u32) -> Self {
-        Self {
-            views: vec![ViewSpec::geometry_only(crop)],
-            color_on: ColorOn::Consumer,
-            sampling: Sampling::Center { resize },
-        }
-    }
-
-    /// Multi-crop: `globals` MoCo v2 views of `global_size` and `locals` views of `local_size`
-    /// with RandomResizedCrop scale (0.05, 0.4) (SwAV/DINO style).
-    pub fn multi_crop(globals: usize, global_size: u32, locals: usize, local_size: u32) -> Self {
-        let local = ViewSpec { scale: (0.05, 0.4), ..ViewSpec::mocov2(local_size) };
-        let mut views =
-            vec![ViewSpec { scale: (0.4, 1.0), ..ViewSpec::mocov2(global_size) }; globals];
-        views.extend(std::iter::repeat_n(local, locals));
-        Self { views, color_on: ColorOn::Consumer, sampling: Sampling::Random }
-    }
-
-    /// Checks every view spec.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the view.
-    pub fn validate(&self) -> Result<()> {
-        if self.views.is_empty() {
-            return Err(Error::Config("recipe.views: no views".into()));
-        }
-        for (i, v) in self.views.iter().enumerate() {
-            v.validate().map_err(|e| Error::Config(format!("recipe.views[{i}]: {e}")))?;
-        }
-        Ok(())
-    }
-}
-
-/// The RegionCL part of a plan: box sampling and the pairing's BN groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SwapPlanConfig {
-    /// Box geometry and sampler.
-    pub swap: SwapConfig,
-    /// Contiguous BN groups the pairing stays inside (the trainer's `bn_splits`).
-    pub bn_groups: usize,
-}
-
-/// Everything random about one step.
+/// Everything random about one step, for one rank.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchPlan {
     /// Epoch (0-based).
@@ -166,24 +54,29 @@ impl BatchPlan {
     }
 }
 
-/// Draws the view parameters of `record` (of size `w` x `h`) for `epoch`.
-pub fn plan_views(
+/// Draws the view parameters of record `index` of `sizes` for `epoch`.
+pub(crate) fn plan_views(
     recipe: &Recipe,
     seed: u64,
     epoch: u64,
-    record: u64,
-    (w, h): (u32, u32),
+    sizes: &dyn RecordSizes,
+    index: u64,
 ) -> Vec<ViewParams> {
+    let (w, h) = sizes.size(index);
     if let Sampling::Center { resize } = recipe.sampling {
         return recipe
             .views
             .iter()
-            .map(|spec| ViewParams::crop_only(center_crop(w, h, resize, spec)))
+            .map(|spec| ViewParams {
+                interpolation: spec.interpolation,
+                ..ViewParams::crop_only(center_crop(w, h, resize, spec))
+            })
             .collect();
     }
     (0..recipe.views.len())
         .map(|v| {
-            let mut rng = KeyedRng::new(&[seed, STREAM_VIEW, epoch, record, v as u64]);
+            let key = [seed, STREAM_VIEW, epoch, sizes.view_key(index), v as u64];
+            let mut rng = KeyedRng::new(&key);
             recipe.views[v].sample(w, h, &mut rng)
         })
         .collect()
@@ -198,111 +91,150 @@ fn center_crop(w: u32, h: u32, resize: u32, spec: &ViewSpec) -> Rect {
     Rect::new((w - cw) / 2, (h - ch) / 2, cw, ch)
 }
 
-/// Turns (epoch, step) into batch plans for one rank.
+/// What a [`Planner`] is made of; the builder's planning half.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PlanSettings {
+    pub seed: u64,
+    /// The global batch.
+    pub batch: usize,
+    pub rank: usize,
+    pub world: usize,
+    pub recipe: Recipe,
+    pub swap: Option<SwapPlanConfig>,
+    pub order: OrderKind,
+    pub drop_last: bool,
+    /// Cut every epoch to at most this many steps.
+    pub max_steps_per_epoch: Option<u64>,
+}
+
+/// Turns `(epoch, step)` into one rank's batch plans. Made by
+/// [`LoaderBuilder::planner`](crate::LoaderBuilder::planner).
 #[derive(Clone)]
 pub struct Planner {
-    seed: u64,
-    batch_size: usize,
-    recipe: Recipe,
-    swap: Option<SwapPlanConfig>,
+    settings: PlanSettings,
     order: Order,
     sizes: Arc<dyn RecordSizes>,
+    steps: u64,
     cached: Option<(u64, Arc<Vec<u64>>)>,
-    /// Whether the last, partial batch of an epoch is planned (evaluation) or dropped (training).
-    keep_last: bool,
 }
 
 impl std::fmt::Debug for Planner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Planner")
-            .field("seed", &self.seed)
-            .field("batch_size", &self.batch_size)
-            .field("recipe", &self.recipe)
-            .field("swap", &self.swap)
-            .field("order", &self.order)
+            .field("settings", &self.settings)
+            .field("steps_per_epoch", &self.steps)
             .finish_non_exhaustive()
     }
 }
 
 impl Planner {
-    /// A planner drawing `batch_size` samples per step from `order`.
-    ///
     /// # Errors
-    /// [`Error::Config`] for an invalid recipe or swap config, a batch the pairing cannot split,
-    /// an order over a different number of records than `sizes`, or an epoch shorter than a batch.
-    pub fn new(
-        seed: u64,
-        batch_size: usize,
-        recipe: Recipe,
-        swap: Option<SwapPlanConfig>,
-        order: Order,
-        sizes: Arc<dyn RecordSizes>,
-    ) -> Result<Self> {
-        recipe.validate()?;
-        if let Some(s) = &swap {
-            s.swap.validate()?;
-            pairing(batch_size, s.bn_groups)?;
-            let q = &recipe.views[0];
-            if (q.width, q.height) != (s.swap.view_width, s.swap.view_height) {
-                return Err(Error::Config(format!(
-                    "swap: the swap is planned for a {}x{} query view but view 0 is {}x{}",
-                    s.swap.view_width, s.swap.view_height, q.width, q.height
-                )));
+    /// [`Error::Config`] naming the setting: an invalid recipe or swap config, a rank outside the
+    /// world, a world that does not divide the batch or the swap's BN groups, a batch the pairing
+    /// cannot split, or an epoch shorter than one batch.
+    pub(crate) fn new(settings: PlanSettings, sizes: Arc<dyn RecordSizes>) -> Result<Self> {
+        let s = &settings;
+        let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
+        s.recipe.validate()?;
+        if s.world == 0 || s.rank >= s.world {
+            return bad("world", format!("rank {} is not in a world of {}", s.rank, s.world));
+        }
+        if s.batch == 0 || !s.batch.is_multiple_of(s.world) {
+            return bad(
+                "batch_size",
+                format!(
+                    "the global batch {} must be a positive multiple of the world {}",
+                    s.batch, s.world
+                ),
+            );
+        }
+        if let Some(swap) = &s.swap {
+            swap.swap.validate()?;
+            if !swap.bn_groups.is_multiple_of(s.world) {
+                return bad(
+                    "region_swap.bn_groups",
+                    format!("{} BN groups cannot be shared by {} ranks", swap.bn_groups, s.world),
+                );
+            }
+            pairing(s.batch, swap.bn_groups)?;
+            let q = &s.recipe.views[0];
+            if (q.width, q.height) != (swap.swap.view_width, swap.swap.view_height) {
+                return bad(
+                    "region_swap",
+                    format!(
+                        "the swap is planned for a {}x{} query view but view 0 is {}x{}",
+                        swap.swap.view_width, swap.swap.view_height, q.width, q.height
+                    ),
+                );
+            }
+            if !s.drop_last {
+                return bad(
+                    "drop_last",
+                    "a partial last batch cannot be paired for the swap".into(),
+                );
             }
         }
-        if order.num_records() != sizes.num_records() {
-            return Err(Error::Config(format!(
-                "order: order over {} records for a dataset of {}",
-                order.num_records(),
-                sizes.num_records()
-            )));
+        let n = sizes.num_records();
+        if n == 0 {
+            return bad("dataset", "no records".into());
         }
-        if batch_size == 0 || order.len_per_rank() < batch_size as u64 {
-            return Err(Error::Config(format!(
-                "batch_size: batch {batch_size} needs at least that many records per rank ({} here)",
-                order.len_per_rank()
-            )));
+        let order = Order::new(s.order, s.seed, sizes.shard_lens(), s.batch)?;
+        if order.num_records() != n {
+            return bad(
+                "dataset",
+                format!("its shards hold {} records, not {n}", order.num_records()),
+            );
         }
-        Ok(Self { seed, batch_size, recipe, swap, order, sizes, cached: None, keep_last: false })
+        let (len, b) = (order.len(), s.batch as u64);
+        let mut steps = if s.drop_last { len / b } else { len.div_ceil(b) };
+        if steps == 0 {
+            return bad(
+                "batch_size",
+                format!("a global batch of {b} needs at least that many records ({len} here)"),
+            );
+        }
+        if let Some(max) = s.max_steps_per_epoch {
+            if max == 0 || max > steps {
+                return bad(
+                    "max_steps_per_epoch",
+                    format!("{max} is not in 1..={steps}, the steps of a whole epoch"),
+                );
+            }
+            steps = max;
+        }
+        Ok(Self { settings, order, sizes, steps, cached: None })
     }
 
-    /// Also plans the last, partial batch of each epoch (`len % batch_size` samples), so that an
-    /// epoch covers every record once: for evaluation and feature extraction. Training keeps the
-    /// default, drop-last, as MoCo's loader does.
-    ///
-    /// # Errors
-    /// [`Error::Config`] with a swap: its pairing needs full batches.
-    pub fn keep_partial_last(mut self) -> Result<Self> {
-        if self.swap.is_some() {
-            return Err(Error::Config(
-                "swap: a partial last batch cannot be paired; keep drop-last with a swap".into(),
-            ));
-        }
-        self.keep_last = true;
-        Ok(self)
-    }
-
-    /// Steps per epoch: the last partial batch is dropped (as MoCo's loader does) unless
-    /// [`Planner::keep_partial_last`].
+    /// Steps per epoch: whole global batches, plus a partial last one without drop_last, cut to
+    /// `max_steps_per_epoch`. The same on every rank.
     pub fn steps_per_epoch(&self) -> u64 {
-        let (n, b) = (self.order.len_per_rank(), self.batch_size as u64);
-        if self.keep_last { n.div_ceil(b) } else { n / b }
+        self.steps
     }
 
-    /// Samples per step (the last step of an epoch may have fewer with
-    /// [`Planner::keep_partial_last`]).
+    /// This rank's samples per step: `global_batch_size / world` (the partial last batch of an
+    /// epoch without drop_last has fewer).
     pub fn batch_size(&self) -> usize {
-        self.batch_size
+        self.settings.batch / self.settings.world
+    }
+
+    /// Samples per step over all ranks.
+    pub fn global_batch_size(&self) -> usize {
+        self.settings.batch
+    }
+
+    /// `(rank, world)`.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.settings.rank, self.settings.world)
     }
 
     /// The recipe.
     pub fn recipe(&self) -> &Recipe {
-        &self.recipe
+        &self.settings.recipe
     }
 
     /// The seed.
     pub fn seed(&self) -> u64 {
-        self.seed
+        self.settings.seed
     }
 
     fn epoch_order(&mut self, epoch: u64) -> Arc<Vec<u64>> {
@@ -316,31 +248,44 @@ impl Planner {
         }
     }
 
-    /// The plan of `step` in `epoch`.
+    /// This rank's records of global batch `step`: the `rank`-th of `world` equal slices. A
+    /// partial last batch (without drop_last) is first padded to a multiple of the world with the
+    /// epoch's first records, as torch's `DistributedSampler` pads.
+    fn rank_indices(&mut self, epoch: u64, step: u64) -> Vec<u64> {
+        let (rank, world, b) = (self.settings.rank, self.settings.world, self.settings.batch);
+        let order = self.epoch_order(epoch);
+        let start = step as usize * b;
+        let global = &order[start..(start + b).min(order.len())];
+        let per = global.len().div_ceil(world);
+        (rank * per..(rank + 1) * per)
+            .map(|j| {
+                global.get(j).copied().unwrap_or_else(|| order[(j - global.len()) % order.len()])
+            })
+            .collect()
+    }
+
+    /// The plan of `step` in `epoch`, for this rank.
     ///
     /// # Panics
     /// If `step >= steps_per_epoch()`.
     pub fn plan(&mut self, epoch: u64, step: u64) -> BatchPlan {
-        assert!(step < self.steps_per_epoch(), "step {step} beyond the epoch");
-        let order = self.epoch_order(epoch);
-        let start = step as usize * self.batch_size;
-        let indices = order[start..(start + self.batch_size).min(order.len())].to_vec();
-        let mut views = vec![Vec::with_capacity(self.batch_size); self.recipe.views.len()];
+        assert!(step < self.steps, "step {step} beyond the epoch's {}", self.steps);
+        let indices = self.rank_indices(epoch, step);
+        let s = &self.settings;
+        let mut views = vec![Vec::with_capacity(indices.len()); s.recipe.views.len()];
         for &i in &indices {
-            for (v, p) in plan_views(&self.recipe, self.seed, epoch, i, self.sizes.size(i))
-                .into_iter()
-                .enumerate()
-            {
+            let planned = plan_views(&s.recipe, s.seed, epoch, self.sizes.as_ref(), i);
+            for (v, p) in planned.into_iter().enumerate() {
                 views[v].push(p);
             }
         }
-        let (swap, pairs) = match &self.swap {
-            Some(s) => {
-                let mut rng = KeyedRng::new(&[self.seed, STREAM_SWAP, epoch, step]);
-                let b = sample_swap_box(&s.swap, &mut rng);
-                // Checked in `new`.
-                let p = pairing(self.batch_size, s.bn_groups).unwrap_or_default();
-                (Some(b), p)
+        let (swap, pairs) = match &s.swap {
+            Some(swap) => {
+                let mut rng = KeyedRng::new(&[s.seed, STREAM_SWAP, epoch, step]);
+                let b = sample_swap_box(&swap.swap, &mut rng);
+                // Whole BN groups per rank, checked in `new`.
+                let groups = swap.bn_groups / s.world;
+                (Some(b), pairing(indices.len(), groups).unwrap_or_default())
             }
             None => (None, Vec::new()),
         };
@@ -349,85 +294,4 @@ impl Planner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::order::{OrderKind, Tail};
-
-    fn sizes(n: usize) -> Arc<dyn RecordSizes> {
-        Arc::new(
-            (0..n)
-                .map(|i| (200 + (i as u32 * 37) % 300, 150 + (i as u32 * 53) % 250))
-                .collect::<Vec<_>>(),
-        )
-    }
-
-    fn planner(n: usize, batch: usize, rank: usize, world: usize) -> Planner {
-        let order =
-            Order::new(OrderKind::Shuffle, 11, vec![n as u64], rank, world, Tail::Drop).unwrap();
-        let swap = SwapPlanConfig { swap: SwapConfig::paper(224), bn_groups: 2 };
-        Planner::new(11, batch, Recipe::mocov2(224), Some(swap), order, sizes(n)).unwrap()
-    }
-
-    #[test]
-    fn plans_are_reproducible_and_resume_exactly() {
-        let mut a = planner(100, 8, 0, 1);
-        let steps = a.steps_per_epoch();
-        let mut all = Vec::new();
-        for e in 0..2 {
-            for s in 0..steps {
-                all.push(a.plan(e, s));
-            }
-        }
-        // A fresh planner asked for (1, 3) directly gives the same plan as the sequential run.
-        let mut b = planner(100, 8, 0, 1);
-        assert_eq!(b.plan(1, 3), all[12 + 3]);
-        assert_eq!(a.steps_per_epoch(), 12);
-        for p in &all {
-            assert_eq!(p.views.len(), 2);
-            assert!(p.views.iter().all(|v| v.len() == 8));
-            let b = p.swap.unwrap();
-            assert!((3..=5).contains(&b.grid.w));
-            assert_eq!(p.pairing, vec![3, 2, 1, 0, 7, 6, 5, 4]);
-        }
-    }
-
-    #[test]
-    fn view_params_depend_on_record_not_on_batching() {
-        let mut a = planner(96, 8, 0, 1);
-        let mut b = planner(96, 16, 0, 1);
-        let pa = a.plan(0, 1);
-        let pb = b.plan(0, 0);
-        // Both batches contain records 8..16 of the epoch order: same parameters for each record.
-        assert_eq!(pa.indices[..], pb.indices[8..]);
-        assert_eq!(pa.views[0][..], pb.views[0][8..]);
-        assert_eq!(pa.views[1][..], pb.views[1][8..]);
-    }
-
-    #[test]
-    fn crops_lie_inside_their_images() {
-        let s = sizes(64);
-        let mut p = planner(64, 8, 0, 1);
-        for step in 0..p.steps_per_epoch() {
-            let plan = p.plan(3, step);
-            for (i, &idx) in plan.indices.iter().enumerate() {
-                let (w, h) = s.size(idx);
-                for v in 0..2 {
-                    assert!(plan.views[v][i].crop.fits_in(w, h));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn bad_configs_are_rejected() {
-        let order = || Order::new(OrderKind::Shuffle, 0, vec![10], 0, 1, Tail::Drop).unwrap();
-        let swap = SwapPlanConfig { swap: SwapConfig::paper(224), bn_groups: 1 };
-        assert!(Planner::new(0, 3, Recipe::mocov2(224), Some(swap), order(), sizes(10)).is_err());
-        assert!(Planner::new(0, 16, Recipe::mocov2(224), None, order(), sizes(10)).is_err());
-        assert!(Planner::new(0, 4, Recipe::mocov2(96), Some(swap), order(), sizes(10)).is_err());
-        assert!(Planner::new(0, 4, Recipe::mocov2(224), None, order(), sizes(11)).is_err());
-        assert!(
-            Planner::new(0, 4, Recipe::multi_crop(2, 224, 6, 96), None, order(), sizes(10)).is_ok()
-        );
-    }
-}
+mod tests;

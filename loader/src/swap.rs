@@ -13,11 +13,13 @@
 //! official 8-GPU run, where each GPU reversed its own 128 images.
 
 use regioncl_augment::{KeyedRng, Rect};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// How the origin of the swap box is drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum SwapSampler {
     /// The released code's sampler, off-by-one clamp included (the published 69.4% used it).
@@ -28,7 +30,8 @@ pub enum SwapSampler {
 }
 
 /// Parameters of the swap box.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwapConfig {
     /// Total stride of the backbone (R = 32 for ResNet-50).
     pub stride: u32,
@@ -110,12 +113,23 @@ impl SwapConfig {
 /// One batch's swap box: the cells pooled on the feature map and the pixels pasted on the query
 /// view. Under [`SwapSampler::Aligned`], `pixels == grid * stride`; under the official sampler the
 /// pixel box may be shifted by up to `stride - 1` pixels (docs/method.md 3.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SwapBox {
     /// Feature-map box in grid cells.
     pub grid: Rect,
     /// Pixel box on the query view.
     pub pixels: Rect,
+}
+
+/// The RegionCL part of a plan: box sampling and the pairing's BN groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwapPlanConfig {
+    /// Box geometry and sampler.
+    pub swap: SwapConfig,
+    /// Contiguous BN groups of the **global** batch the pairing stays inside (the trainer's
+    /// `bn_splits`); each rank holds `bn_groups / world` of them.
+    pub bn_groups: usize,
 }
 
 /// Per-axis origin: returns (pixel start, grid start) for a side of `cells` cells.

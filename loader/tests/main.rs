@@ -5,3 +5,4 @@ mod convert;
 mod convert_safety;
 mod dataset;
 mod shard;
+mod sources;

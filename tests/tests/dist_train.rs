@@ -11,7 +11,7 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use regioncl_trainer::{BatchSource, DataSource};
-use regioncl_trainer::{Config, PhotoSource, RankShare, ShardSource, SyntheticSource};
+use regioncl_trainer::{Config, LoaderSource, RankShare, SyntheticSource};
 
 use crate::cli::{TempDir, regioncl, run_ok, workspace};
 use crate::dist::{clean_command, describe, rank_env, wait_all};
@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 
 /// `regioncl train` arguments: the tiny CPU recipe at width 8, one thread, a log line per step,
 /// then `sets`.
-fn train_args(out: &Path, sets: &[&str], resume: bool) -> Vec<OsString> {
+pub(crate) fn train_args(out: &Path, sets: &[&str], resume: bool) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "train".into(),
         "--config".into(),
@@ -55,7 +55,7 @@ fn start_rank(rank: usize, port: u16, out: &Path, sets: &[&str], resume: bool) -
 }
 
 /// A 2-process run: rank 0 writes into `out`, rank 1 is given `out1` (which must stay absent).
-fn train_world(out: &Path, out1: &Path, sets: &[&str], resume: bool) -> Vec<Output> {
+pub(crate) fn train_world(out: &Path, out1: &Path, sets: &[&str], resume: bool) -> Vec<Output> {
     let port = free_port();
     let children =
         vec![start_rank(0, port, out, sets, resume), start_rank(1, port, out1, sets, resume)];
@@ -69,7 +69,7 @@ fn train_world(out: &Path, out1: &Path, sets: &[&str], resume: bool) -> Vec<Outp
 }
 
 /// (step, loss, loss_inst, loss_region) of every line of a run's metrics.jsonl.
-fn losses(run_dir: &Path) -> Vec<(u64, f64, f64, f64)> {
+pub(crate) fn losses(run_dir: &Path) -> Vec<(u64, f64, f64, f64)> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
     text.lines()
         .map(|l| {
@@ -302,9 +302,9 @@ fn tiny(sets: &[&str]) -> Config {
 fn rank_shares_are_disjoint_and_cover_the_epoch() {
     let config = tiny(&[]);
     let b = config.optim.batch_size as usize;
-    let mut whole = PhotoSource::new(&config).expect("photos");
-    let mut ranks: Vec<PhotoSource> = (0..2)
-        .map(|rank| PhotoSource::for_rank(&config, RankShare { rank, world: 2 }).expect("rank"))
+    let mut whole = LoaderSource::new(&config).expect("photos");
+    let mut ranks: Vec<LoaderSource> = (0..2)
+        .map(|rank| LoaderSource::for_rank(&config, RankShare { rank, world: 2 }).expect("rank"))
         .collect();
     let spe = whole.steps_per_epoch();
     assert!(ranks.iter().all(|r| r.steps_per_epoch() == spe));
@@ -328,8 +328,8 @@ fn rank_shares_are_disjoint_and_cover_the_epoch() {
     let root = format!("data.root={}", shards.display());
     let config = tiny(&["data.source=shards", &root]);
     assert_eq!(config.data.source, DataSource::Shards);
-    let mut per_rank: Vec<ShardSource> = (0..2)
-        .map(|rank| ShardSource::for_rank(&config, RankShare { rank, world: 2 }).expect("rank"))
+    let mut per_rank: Vec<LoaderSource> = (0..2)
+        .map(|rank| LoaderSource::for_rank(&config, RankShare { rank, world: 2 }).expect("rank"))
         .collect();
     let n = 2000u64;
     let spe = per_rank[0].steps_per_epoch();
@@ -360,6 +360,6 @@ fn rank_shares_are_disjoint_and_cover_the_epoch() {
     assert_eq!(a.swap, c.swap, "one swap box per step on every rank");
 
     // A world that does not divide the batch names the key.
-    let err = PhotoSource::for_rank(&tiny(&[]), RankShare { rank: 0, world: 3 }).unwrap_err();
+    let err = LoaderSource::for_rank(&tiny(&[]), RankShare { rank: 0, world: 3 }).unwrap_err();
     assert!(err.to_string().contains("optim.batch_size"), "{err}");
 }

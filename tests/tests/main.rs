@@ -7,6 +7,7 @@ mod convert_safety;
 mod demo;
 mod dist;
 mod dist_train;
+mod elastic;
 mod eval;
 mod export;
 mod inspect;

@@ -130,7 +130,7 @@ fn sigkill_then_resume_continues_from_the_last_checkpoint() {
 }
 
 /// A shard dataset of the ImageNet-like photos, converted once.
-fn shards() -> &'static Path {
+pub(crate) fn shards() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let src = crate::cli::data_dir().join("imagenet-like");

@@ -42,6 +42,9 @@ pub enum Error {
     /// The data source failed (decode, missing data directory).
     #[error("data: {0}")]
     Data(String),
+    /// The loader failed (a dataset, a record, the pipeline); the loader's error with its causes.
+    #[error(transparent)]
+    Loader(#[from] regioncl_loader::Error),
     /// The loss became NaN or infinite: training stops, the last good checkpoint is kept.
     #[error(
         "non-finite loss at step {step} (epoch {epoch}): loss {loss}, loss_inst {loss_inst}, \

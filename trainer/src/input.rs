@@ -95,8 +95,8 @@ impl StepInput {
     }
 }
 
-/// A source of training batches, in step order. The real loader implements it through a thin
-/// adapter; the trainer's [`crate::PhotoSource`] and [`crate::SyntheticSource`] serve tests and
+/// A source of training batches, in step order: the loader's pipeline through
+/// [`crate::LoaderSource`] (photos or shards), or [`crate::SyntheticSource`]'s random pixels for
 /// benchmarks.
 pub trait BatchSource {
     /// Steps in one epoch.

@@ -95,9 +95,7 @@ pub use crate::setup::Setup;
 pub use crate::shim::{
     AutocastGuard, autocast_enabled, empty_pinned, is_channels_last, is_pinned, to_channels_last,
 };
-pub use crate::source::{
-    PhotoSource, PinnedAllocator, RankShare, ShardSource, SyntheticSource, data_root,
-};
+pub use crate::source::{LoaderSource, PinnedAllocator, RankShare, SyntheticSource, data_root};
 pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, composite, mask_pool};
 pub use crate::train::{TrainOptions, TrainSummary, train, train_distributed, train_monitored};
 

@@ -320,7 +320,7 @@ mod tests {
     use crate::config::Method;
     use crate::input::StepInput;
     use crate::method::tests::{TempDir, run, tiny_photos};
-    use crate::source::PhotoSource;
+    use crate::source::LoaderSource;
 
     /// `configs/tiny_cpu.toml` at width 8 on the real photos (`make data`).
     fn tiny(sets: &[&str]) -> Config {
@@ -383,7 +383,7 @@ mod tests {
 
     /// A source that poisons one step's colour parameters with NaN.
     struct Poisoned {
-        inner: PhotoSource,
+        inner: LoaderSource,
         at: u64,
     }
 
@@ -411,7 +411,7 @@ mod tests {
     fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
         let dir = TempDir::new("nan");
         let config = tiny(&["run.max_steps=8", "run.checkpoint_every=2"]);
-        let mut source = Poisoned { inner: PhotoSource::new(&config).unwrap(), at: 5 };
+        let mut source = Poisoned { inner: LoaderSource::new(&config).unwrap(), at: 5 };
         let opts = TrainOptions { run_dir: dir.0.clone(), resume: false };
         let err = train(&config, &mut source, &opts, &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::NonFinite { step: 5, .. }), "{err}");

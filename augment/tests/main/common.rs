@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use regioncl_augment::{
-    BlurScratch, DecodeOptions, Normalize, Rect, RgbImage, Scale, adjust_brightness,
+    BlurScratch, DecodeOptions, Interpolation, Normalize, Rect, RgbImage, Scale, adjust_brightness,
     adjust_contrast, adjust_hue, adjust_saturation, decode_jpeg, gaussian_blur, rgb_to_grayscale,
     solarize,
 };
@@ -160,8 +160,8 @@ impl Reference {
         id
     }
 
-    /// torchvision `resized_crop` (+ `hflip`) of a u8 image, as a uint8 tensor or (`pil`) a PIL
-    /// image; output u8 `[oh, ow, 3]`.
+    /// torchvision `resized_crop` (+ `hflip`) of a u8 image, as a uint8 tensor (bilinear) or
+    /// (`pil`) a PIL image with that filter; output u8 `[oh, ow, 3]`.
     #[allow(clippy::too_many_arguments)]
     pub fn resize(
         &mut self,
@@ -171,11 +171,17 @@ impl Reference {
         crop: Rect,
         out: (u32, u32),
         flip: bool,
-        pil: bool,
+        pil: Option<Interpolation>,
     ) -> usize {
+        let (pil, filter) = match pil {
+            None => (false, "bilinear"),
+            Some(Interpolation::Bicubic) => (true, "bicubic"),
+            Some(_) => (true, "bilinear"),
+        };
         self.push(format!(
             "\"kind\": \"resize\", \"src\": \"{src}\", \"w\": {w}, \"h\": {h}, \
-             \"crop\": [{}, {}, {}, {}], \"out\": [{}, {}], \"flip\": {flip}, \"pil\": {pil}",
+             \"crop\": [{}, {}, {}, {}], \"out\": [{}, {}], \"flip\": {flip}, \"pil\": {pil}, \
+             \"filter\": \"{filter}\"",
             crop.y, crop.x, crop.h, crop.w, out.1, out.0
         ))
     }

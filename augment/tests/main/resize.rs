@@ -1,7 +1,7 @@
 //! Crop + antialiased resize against torchvision's `resized_crop(..., antialias=True)`, both on
 //! uint8 tensors (float inside, one rounding) and on PIL images (the MoCo reference pipeline).
 
-use regioncl_augment::{CropBox, KeyedRng, Rect, Resizer, Scale, ViewSpec};
+use regioncl_augment::{CropBox, Interpolation, KeyedRng, Rect, Resizer, Scale, ViewSpec};
 
 use crate::common::{Diff, Reference, decode_file, diff, imagenet_like, photos};
 
@@ -39,9 +39,10 @@ fn resize_matches_torchvision_antialias_on_photos() {
         crops.push((Rect::full(w, h), 160, 120, false));
         for (crop, ow, oh, flip) in crops {
             let mut out = vec![0u8; (ow * oh * 3) as usize];
-            resizer.resize_crop(src, &CropBox::from(crop), &mut out, ow, oh, flip).unwrap();
-            let tensor = reference.resize(&name, w, h, crop, (ow, oh), flip, false);
-            let pil = reference.resize(&name, w, h, crop, (ow, oh), flip, true);
+            let filter = Interpolation::Bilinear;
+            resizer.resize_crop(src, &CropBox::from(crop), &mut out, ow, oh, filter, flip).unwrap();
+            let tensor = reference.resize(&name, w, h, crop, (ow, oh), flip, None);
+            let pil = reference.resize(&name, w, h, crop, (ow, oh), flip, Some(filter));
             ours.push((tensor, pil, crop, out));
         }
     }
@@ -59,4 +60,50 @@ fn resize_matches_torchvision_antialias_on_photos() {
     eprintln!("resize over {} views: vs torchvision PIL {worst_pil:?}", ours.len());
     assert!(worst_tensor.mean <= TENSOR_MEAN_LEVELS, "{worst_tensor:?}");
     assert!(worst_pil.mean <= PIL_MEAN_LEVELS, "{worst_pil:?}");
+}
+
+/// Against PIL's `BICUBIC`: the same cubic (`a = -0.5`), but the passes run in the other order and
+/// a cubic overshoots, so the u8 clipping between the passes cuts different values at sharp edges:
+/// a few pixels of a view are a few levels off, the mean stays well under one.
+const BICUBIC_MAX_LEVELS: f64 = 4.0;
+const BICUBIC_MEAN_LEVELS: f64 = 0.35;
+
+/// DINO's bicubic RandomResizedCrop runs on PIL images: our Catmull-Rom resize against PIL's
+/// `BICUBIC` on the same crops.
+#[test]
+fn bicubic_resize_matches_pil_bicubic_on_photos() {
+    let mut sources: Vec<_> = photos(2).iter().map(|p| decode_file(p, Scale::Quarter)).collect();
+    sources.extend(imagenet_like(4).iter().map(|p| decode_file(p, Scale::Full)));
+    let mut reference = Reference::new("bicubic");
+    let mut ours = Vec::new();
+    let mut resizer = Resizer::new();
+    for (i, src) in sources.iter().enumerate() {
+        let name = reference.add_image(src.as_bytes());
+        let (w, h) = (src.width(), src.height());
+        for (v, spec) in [ViewSpec::dino_global(0), ViewSpec::dino_local()].iter().enumerate() {
+            let p = spec.sample(w, h, &mut KeyedRng::new(&[i as u64, v as u64]));
+            let (ow, oh) = (spec.width, spec.height);
+            let crop = CropBox::from(p.crop);
+            let mut out = vec![0u8; (ow * oh * 3) as usize];
+            resizer.resize_crop(src, &crop, &mut out, ow, oh, p.interpolation, p.flip).unwrap();
+            let mut linear = vec![0u8; out.len()];
+            let bilinear = Interpolation::Bilinear;
+            resizer.resize_crop(src, &crop, &mut linear, ow, oh, bilinear, p.flip).unwrap();
+            let pil =
+                reference.resize(&name, w, h, p.crop, (ow, oh), p.flip, Some(p.interpolation));
+            ours.push((pil, p.crop, out, linear));
+        }
+    }
+    let refs = reference.run();
+    let (mut worst, mut bilinear_mean) = (Diff::default(), 0.0);
+    for (pil, crop, out, linear) in &ours {
+        let d = diff(out, &refs[*pil]);
+        assert!(d.max <= BICUBIC_MAX_LEVELS, "crop {crop:?} vs PIL bicubic: {d:?}");
+        worst = worst.worst(d);
+        bilinear_mean += diff(linear, &refs[*pil]).mean / ours.len() as f64;
+    }
+    eprintln!("bicubic resize over {} views: vs PIL {worst:?}", ours.len());
+    assert!(worst.mean <= BICUBIC_MEAN_LEVELS, "{worst:?}");
+    // The filter matters: bilinear views of the same crops are much farther from PIL's bicubic.
+    assert!(bilinear_mean > 2.0 * worst.mean, "bilinear {bilinear_mean} vs {worst:?}");
 }

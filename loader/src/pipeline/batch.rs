@@ -1,5 +1,7 @@
 //! What the consumer receives: the views of one step, their plan, labels and substitutions.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -28,7 +30,7 @@ impl ViewLayout {
     }
 }
 
-/// A record that failed to decode and what replaced it.
+/// A bad record and what replaced it ([`BadRecords::Replace`](crate::BadRecords::Replace)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Substitution {
     /// Position in the batch.
@@ -37,7 +39,26 @@ pub struct Substitution {
     pub failed: u64,
     /// The record used instead (its views were planned afresh from its own size).
     pub replacement: u64,
-    /// Why the record failed.
+    /// Why the record is bad (the error and its causes).
+    pub reason: String,
+}
+
+/// Removes the elements at the sorted positions `gone` from `v`.
+pub(crate) fn remove_sorted<T>(v: &mut Vec<T>, gone: &[usize]) {
+    let mut i = 0;
+    v.retain(|_| {
+        let keep = gone.binary_search(&i).is_err();
+        i += 1;
+        keep
+    });
+}
+
+/// A record left out of its batch under [`BadRecords::Skip`](crate::BadRecords::Skip).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRecord {
+    /// The record.
+    pub record: u64,
+    /// Why it is bad (the error and its causes).
     pub reason: String,
 }
 
@@ -77,7 +98,10 @@ pub struct Batch {
     pub(crate) buffers: Option<BufferSet>,
     pub(crate) layouts: Vec<(ViewLayout, u32, u32)>,
     pub(crate) substitutions: Vec<Substitution>,
+    pub(crate) skipped: Vec<SkippedRecord>,
     pub(crate) recycle: Option<Sender<BufferSet>>,
+    /// Buffer sets the consumer holds (this batch counts until it is dropped).
+    pub(crate) held: Arc<AtomicUsize>,
     pub(crate) wait: Duration,
 }
 
@@ -89,6 +113,7 @@ impl std::fmt::Debug for Batch {
             .field("batch_size", &self.plan.batch_size())
             .field("layouts", &self.layouts)
             .field("substitutions", &self.substitutions)
+            .field("skipped", &self.skipped)
             .finish_non_exhaustive()
     }
 }
@@ -140,9 +165,15 @@ impl Batch {
         &self.labels
     }
 
-    /// Records that failed to decode in this batch and what replaced them.
+    /// Bad records of this batch and what replaced them ([`BadRecords::Replace`](crate::BadRecords::Replace)).
     pub fn substitutions(&self) -> &[Substitution] {
         &self.substitutions
+    }
+
+    /// Bad records left out of this batch ([`BadRecords::Skip`](crate::BadRecords::Skip)); the
+    /// batch is that much shorter.
+    pub fn skipped(&self) -> &[SkippedRecord] {
+        &self.skipped
     }
 
     /// How long the consumer waited for this batch in the pipeline's `next()`.
@@ -154,6 +185,9 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         if let (Some(buffers), Some(tx)) = (self.buffers.take(), self.recycle.take()) {
+            // Released before the buffers travel back, so the pipeline never sees a free set
+            // counted as held (it would report every buffer held when one is on its way).
+            self.held.fetch_sub(1, Ordering::AcqRel);
             // The pipeline may be gone already; then the buffers are simply freed.
             let _ = tx.send(buffers);
         }

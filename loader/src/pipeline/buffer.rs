@@ -9,6 +9,8 @@
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 
+use crate::pipeline::batch::ViewLayout;
+
 /// Host memory that one view of one batch is written into.
 ///
 /// Implementations must keep the memory at a fixed address for their whole life (the pipeline
@@ -95,6 +97,26 @@ impl Drop for AlignedBuffer {
 
 /// One buffer per view: the unit the ring circulates.
 pub(crate) type BufferSet = Vec<Box<dyn HostBuffer>>;
+
+/// Moves the samples of a `len`-sample buffer set that are not in `gone` (sorted) to the front,
+/// keeping their order.
+pub(crate) fn compact(
+    set: &mut BufferSet,
+    layouts: &[(ViewLayout, u32, u32)],
+    len: usize,
+    gone: &[usize],
+) {
+    for (buf, &(layout, w, h)) in set.iter_mut().zip(layouts) {
+        let sample = layout.sample_bytes(w, h);
+        let bytes = buf.as_mut_slice();
+        let kept = (0..len).filter(|i| gone.binary_search(i).is_err());
+        for (to, from) in kept.enumerate() {
+            if from != to {
+                bytes.copy_within(from * sample..(from + 1) * sample, to * sample);
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub decode_ns: AtomicU64,
     pub render_ns: AtomicU64,
     pub substitutions: AtomicU64,
+    pub skipped: AtomicU64,
     pub wait_ns: AtomicU64,
 }
 
@@ -26,6 +27,7 @@ impl Counters {
             decode_ns: AtomicU64::new(0),
             render_ns: AtomicU64::new(0),
             substitutions: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             wait_ns: AtomicU64::new(0),
         }
     }
@@ -45,6 +47,7 @@ impl Counters {
             decode: Duration::from_nanos(get(&self.decode_ns)),
             render: Duration::from_nanos(get(&self.render_ns)),
             substitutions: get(&self.substitutions),
+            skipped: get(&self.skipped),
             consumer_wait: Duration::from_nanos(get(&self.wait_ns)),
         }
     }
@@ -67,8 +70,10 @@ pub struct PipelineStats {
     pub decode: Duration,
     /// Worker time cropping, resizing and (on the CPU) colouring views, summed over threads.
     pub render: Duration,
-    /// Records that failed to decode and were replaced.
+    /// Bad records replaced ([`BadRecords::Replace`](crate::BadRecords::Replace)).
     pub substitutions: u64,
+    /// Bad records left out ([`BadRecords::Skip`](crate::BadRecords::Skip)).
+    pub skipped: u64,
     /// Time the consumer spent waiting in `next()`.
     pub consumer_wait: Duration,
 }

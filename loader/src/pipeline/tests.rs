@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use regioncl_augment::jpeg_info;
 
 use super::*;
+use crate::builder::LoaderBuilder;
+use crate::dataset::Dataset;
 use crate::manifest::Manifest;
-use crate::order::{Order, OrderKind, Tail};
-use crate::plan::{Recipe, SwapPlanConfig};
-use crate::swap::SwapConfig;
+use crate::recipe::Recipe;
+use crate::swap::{SwapConfig, SwapPlanConfig};
 
 fn data_dir() -> PathBuf {
     let dir = std::env::var_os("REGIONCL_DATA").map_or_else(
@@ -67,11 +68,18 @@ fn dataset(n: usize, corrupt: &[usize]) -> (tempdir::TempDir, Arc<Dataset>) {
     (dir, ds)
 }
 
-fn planner(ds: &Arc<Dataset>, batch: usize, recipe: Recipe, swap: bool) -> Planner {
-    let lens: Vec<u64> = (0..ds.shards().len()).map(|s| ds.shard_range(s).len() as u64).collect();
-    let order = Order::new(OrderKind::Shuffle, 5, lens, 0, 1, Tail::Drop).unwrap();
-    let swap = swap.then(|| SwapPlanConfig { swap: SwapConfig::paper(224), bn_groups: 2 });
-    Planner::new(5, batch, recipe, swap, order, ds.clone()).unwrap()
+/// A loader over `ds`: seed 5, batches of `batch`, 2 threads, one epoch.
+fn builder(ds: &Arc<Dataset>, batch: usize, recipe: Recipe) -> LoaderBuilder {
+    LoaderBuilder::new(ds.clone())
+        .recipe(recipe)
+        .batch_size(batch)
+        .seed(5)
+        .threads(2)
+        .end_epoch(Some(1))
+}
+
+fn swap() -> Option<SwapPlanConfig> {
+    Some(SwapPlanConfig { swap: SwapConfig::paper(224), bn_groups: 2 })
 }
 
 fn digest(batches: impl Iterator<Item = Result<Batch>>) -> Vec<(u64, u64, u64)> {
@@ -89,22 +97,12 @@ fn digest(batches: impl Iterator<Item = Result<Batch>>) -> Vec<(u64, u64, u64)> 
         .collect()
 }
 
-fn config(threads: usize, start: (u64, u64), end: u64) -> PipelineConfig {
-    PipelineConfig { threads, start, end_epoch: Some(end), ..PipelineConfig::default() }
-}
-
 #[test]
 fn output_is_identical_for_any_thread_count_and_resume_reproduces_it() {
     let (_tmp, ds) = dataset(40, &[]);
-    let run = |threads, start| {
-        let p = Pipeline::new(
-            ds.clone(),
-            planner(&ds, 8, Recipe::mocov2(224), true),
-            config(threads, start, 2),
-            &HeapAllocator,
-        )
-        .unwrap();
-        digest(p)
+    let run = |threads, (epoch, step)| {
+        let b = builder(&ds, 8, Recipe::mocov2(224)).region_swap(swap()).end_epoch(Some(2));
+        digest(b.threads(threads).start(epoch, step).build().unwrap())
     };
     let one = run(1, (0, 0));
     assert_eq!(one.len(), 10, "2 epochs of 5 steps");
@@ -113,18 +111,15 @@ fn output_is_identical_for_any_thread_count_and_resume_reproduces_it() {
     assert_eq!(run(2, (1, 2)), one[7..], "resume at (1, 2) gives the uninterrupted run's batches");
 }
 
-/// With `keep_partial_last`, an epoch of 20 records in batches of 8 is 8 + 8 + 4: every record
-/// once, the short batch's views sized to its 4 samples and rendered as a full batch renders them.
+/// Without drop_last, an epoch of 20 records in batches of 8 is 8 + 8 + 4: every record once, the
+/// short batch's views sized to its 4 samples and rendered as a full batch renders them.
 #[test]
 fn a_kept_partial_last_batch_covers_the_epoch() {
     let (_tmp, ds) = dataset(20, &[]);
-    let recipe = Recipe::center_crop(73, 64);
-    let kept = planner(&ds, 8, recipe.clone(), false).keep_partial_last().unwrap();
-    assert_eq!(kept.steps_per_epoch(), 3);
-    let batches: Vec<Batch> = Pipeline::new(ds.clone(), kept, config(2, (0, 0), 1), &HeapAllocator)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect();
+    let recipe = Recipe::eval_center(73, 64);
+    let kept = builder(&ds, 8, recipe.clone()).drop_last(false);
+    assert_eq!(kept.steps_per_epoch().unwrap(), 3);
+    let batches: Vec<Batch> = kept.build().unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().map(Batch::len).collect::<Vec<_>>(), [8, 8, 4]);
     let mut seen: Vec<u64> = batches.iter().flat_map(|b| b.plan().indices.clone()).collect();
     seen.sort_unstable();
@@ -133,12 +128,7 @@ fn a_kept_partial_last_batch_covers_the_epoch() {
     assert_eq!(last.view(0).bytes.len(), 4 * 64 * 64 * 3);
     assert_eq!(last.labels().len(), 4);
     // The same records in one full batch of 20 (view parameters depend on the record only).
-    let full = planner(&ds, 20, recipe, false);
-    let all = Pipeline::new(ds.clone(), full, config(1, (0, 0), 1), &HeapAllocator)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
+    let all = builder(&ds, 20, recipe).threads(1).build().unwrap().next().unwrap().unwrap();
     let sample = 64 * 64 * 3;
     for (i, &idx) in last.plan().indices.iter().enumerate() {
         let j = all.plan().indices.iter().position(|&x| x == idx).unwrap();
@@ -148,21 +138,16 @@ fn a_kept_partial_last_batch_covers_the_epoch() {
         );
     }
     // Drop-last stays the default; a swap refuses a partial batch.
-    assert_eq!(planner(&ds, 8, Recipe::mocov2(224), false).steps_per_epoch(), 2);
-    assert!(planner(&ds, 8, Recipe::mocov2(224), true).keep_partial_last().is_err());
+    assert_eq!(builder(&ds, 8, Recipe::mocov2(224)).steps_per_epoch().unwrap(), 2);
+    assert!(
+        builder(&ds, 8, Recipe::mocov2(224)).region_swap(swap()).drop_last(false).build().is_err()
+    );
 }
 
 #[test]
 fn labels_and_views_follow_the_plan() {
     let (_tmp, ds) = dataset(24, &[]);
-    let mut p = Pipeline::new(
-        ds.clone(),
-        planner(&ds, 8, Recipe::mocov2(96), false),
-        config(2, (0, 0), 1),
-        &HeapAllocator,
-    )
-    .unwrap();
-    let b = p.next().unwrap().unwrap();
+    let b = builder(&ds, 8, Recipe::mocov2(96)).build().unwrap().next().unwrap().unwrap();
     assert_eq!(b.len(), 8);
     assert_eq!(b.num_views(), 2);
     for (i, &idx) in b.plan().indices.iter().enumerate() {
@@ -182,14 +167,7 @@ fn labels_and_views_follow_the_plan() {
 fn cpu_colour_recipe_writes_normalized_f32_views() {
     let (_tmp, ds) = dataset(16, &[]);
     let recipe = Recipe { color_on: ColorOn::Cpu, ..Recipe::mocov2(64) };
-    let mut p = Pipeline::new(
-        ds.clone(),
-        planner(&ds, 4, recipe, false),
-        config(2, (0, 0), 1),
-        &HeapAllocator,
-    )
-    .unwrap();
-    let b = p.next().unwrap().unwrap();
+    let b = builder(&ds, 4, recipe).build().unwrap().next().unwrap().unwrap();
     let v = b.view(0);
     assert_eq!(v.layout, ViewLayout::F32Nchw);
     let x = v.as_f32();
@@ -203,33 +181,104 @@ fn cpu_colour_recipe_writes_normalized_f32_views() {
 fn corrupt_records_are_replaced_deterministically_and_reported() {
     let (_tmp, ds) = dataset(32, &[1, 2, 17]);
     let run = |threads| {
-        let p = Pipeline::new(
-            ds.clone(),
-            planner(&ds, 8, Recipe::mocov2(96), false),
-            config(threads, (0, 0), 1),
-            &HeapAllocator,
-        )
-        .unwrap();
+        let mut p = builder(&ds, 8, Recipe::mocov2(96)).threads(threads).build().unwrap();
         let mut subs = Vec::new();
-        let mut stats = None;
-        let mut p = p;
         for b in p.by_ref() {
             let b = b.unwrap();
             for s in b.substitutions() {
                 assert!([1, 2, 17].contains(&s.failed), "{s:?}");
                 assert!(![1, 2, 17].contains(&s.replacement));
                 assert_eq!(b.plan().indices[s.sample], s.replacement);
-                assert!(s.reason.contains(&format!("record {}", s.failed)), "{}", s.reason);
+                assert!(s.reason.contains(&format!("(record {})", s.failed)), "{}", s.reason);
+                assert!(s.reason.contains("does not decode"), "{}", s.reason);
                 subs.push(s.clone());
             }
         }
-        stats.get_or_insert(p.stats());
-        (subs, stats.unwrap().substitutions)
+        (subs, p.stats().substitutions)
     };
     let (a, na) = run(1);
     assert_eq!(a.len(), 3, "every corrupt record was drawn once in the epoch and replaced");
     assert_eq!(na, 3);
     assert_eq!(run(2).0, a, "the same substitutes whatever the thread count");
+}
+
+/// Evaluation's policies: `Fail` makes the batch holding a bad record an error naming it (the
+/// lowest bad sample whatever the threads); `Skip` leaves it out, the batch shorter and its
+/// remaining views those of the full batch.
+#[test]
+fn bad_records_fail_or_are_skipped_as_asked() {
+    let (_tmp, ds) = dataset(16, &[3, 5]);
+    let eval = || builder(&ds, 8, Recipe::eval_center(73, 64)).shuffle(false);
+    let mut failing = eval().bad_records(BadRecords::Fail).build().unwrap();
+    let err = failing.next().unwrap().unwrap_err();
+    let Error::Pipeline(PipelineError::BadRecord { epoch: 0, step: 0, source }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source.index, 3, "{err}");
+    assert!(source.location.contains("shard-00000.rcl: record 3 at offset"), "{}", source.location);
+    assert_eq!(failing.next().unwrap().unwrap().len(), 8, "the next batch is fine");
+
+    let mut skipping = eval().bad_records(BadRecords::Skip).build().unwrap();
+    let b = skipping.next().unwrap().unwrap();
+    assert_eq!(b.len(), 6);
+    assert_eq!(b.plan().indices, [0, 1, 2, 4, 6, 7]);
+    assert_eq!(b.skipped().iter().map(|s| s.record).collect::<Vec<_>>(), [3, 5]);
+    assert_eq!(b.view(0).bytes.len(), 6 * 64 * 64 * 3);
+    let full = eval().bad_records(BadRecords::Replace).build().unwrap().next().unwrap().unwrap();
+    let px = 64 * 64 * 3;
+    for (i, j) in [(0, 0), (3, 4), (5, 7)] {
+        assert_eq!(b.view(0).bytes[i * px..(i + 1) * px], full.view(0).bytes[j * px..(j + 1) * px]);
+    }
+    assert_eq!(b.labels(), [0, 1, 2, 4, 6, 7].map(|i| i % 10));
+    assert_eq!(skipping.stats().skipped, 2);
+}
+
+/// Issue 12 #17: a batch of nothing but bad records is an error, not a batch of substitutes.
+#[test]
+fn a_batch_whose_every_record_is_bad_is_an_error() {
+    let (_tmp, ds) = dataset(8, &[0, 1, 2, 3]);
+    for policy in [BadRecords::Replace, BadRecords::Skip] {
+        let mut p = builder(&ds, 4, Recipe::eval_center(73, 64)).shuffle(false).bad_records(policy);
+        let err = p.build().unwrap().next().unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::Pipeline(PipelineError::AllBad { len: 4, .. })),
+            "{policy:?}: {err}"
+        );
+        p = p.start(0, 1);
+        assert_eq!(p.build().unwrap().next().unwrap().unwrap().len(), 4);
+    }
+}
+
+/// Issue 12 #17: collecting an evaluation epoch longer than the ring would wait forever for a
+/// free buffer; it is an error naming the fix instead.
+#[test]
+fn a_consumer_holding_every_buffer_gets_an_error_not_a_hang() {
+    let (_tmp, ds) = dataset(24, &[]);
+    let p = builder(&ds, 4, Recipe::mocov2(64)).batches_ahead(3).build().unwrap();
+    let results: Vec<Result<Batch>> = p.take(4).collect();
+    assert!(results[..3].iter().all(|r| r.is_ok()));
+    let err = results[3].as_ref().unwrap_err();
+    assert!(
+        matches!(err, Error::Pipeline(PipelineError::AllBuffersHeld { batches_ahead: 3 })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("raise batches_ahead"), "{err}");
+}
+
+/// Issue 12 #17: the steps of an epoch and the batches left are known from the pipeline itself.
+#[test]
+fn size_hint_and_steps_per_epoch_come_from_the_pipeline() {
+    let (_tmp, ds) = dataset(24, &[]);
+    let mut p = builder(&ds, 4, Recipe::mocov2(64)).end_epoch(Some(2)).start(0, 2).build().unwrap();
+    assert_eq!(p.steps_per_epoch(), 6);
+    assert_eq!(p.size_hint(), (10, Some(10)));
+    assert_eq!(p.next_position(), (0, 2));
+    drop(p.next());
+    assert_eq!((p.size_hint(), p.next_position()), ((9, Some(9)), (0, 3)));
+    assert_eq!(p.by_ref().count(), 9);
+    assert_eq!(p.next_position(), (2, 0));
+    let open = builder(&ds, 4, Recipe::mocov2(64)).end_epoch(None).build().unwrap();
+    assert_eq!(open.size_hint(), (usize::MAX, None));
 }
 
 #[derive(Default)]
@@ -245,10 +294,13 @@ impl BufferAllocator for CountingAllocator {
 #[test]
 fn buffers_come_from_the_allocator_once_and_circulate() {
     let (_tmp, ds) = dataset(24, &[]);
-    let alloc = CountingAllocator::default();
-    let cfg = PipelineConfig { batches_ahead: 3, ..config(2, (0, 0), 4) };
-    let p =
-        Pipeline::new(ds.clone(), planner(&ds, 4, Recipe::mocov2(64), false), cfg, &alloc).unwrap();
+    let alloc = Arc::new(CountingAllocator::default());
+    let p = builder(&ds, 4, Recipe::mocov2(64))
+        .end_epoch(Some(4))
+        .batches_ahead(3)
+        .allocator(alloc.clone())
+        .build()
+        .unwrap();
     let mut held = Vec::new();
     let mut n = 0;
     for b in p {
@@ -266,11 +318,8 @@ fn buffers_come_from_the_allocator_once_and_circulate() {
 #[test]
 fn center_crop_recipe_is_deterministic_and_unflipped() {
     let (_tmp, ds) = dataset(16, &[]);
-    let lens: Vec<u64> = (0..ds.shards().len()).map(|s| ds.shard_range(s).len() as u64).collect();
-    let order = Order::new(OrderKind::Sequential, 0, lens, 0, 1, Tail::Drop).unwrap();
-    let planner = Planner::new(0, 8, Recipe::center_crop(73, 64), None, order, ds.clone()).unwrap();
-    let mut p = Pipeline::new(ds.clone(), planner, config(2, (0, 0), 1), &HeapAllocator).unwrap();
-    let b = p.next().unwrap().unwrap();
+    let b = builder(&ds, 8, Recipe::eval_center(73, 64)).shuffle(false).build().unwrap();
+    let b = b.into_iter().next().unwrap().unwrap();
     assert_eq!(b.plan().indices, (0..8).collect::<Vec<u64>>());
     for (i, v) in b.plan().views[0].iter().enumerate() {
         let r = ds.record(i).unwrap();

@@ -1,26 +1,28 @@
 //! The worker side: one job per batch, split into chunks of samples; each sample is decoded once
 //! (the cheapest decode covering all its views) and every view is written straight into its slot.
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use regioncl_augment::{
     DecodeOptions, DecodePlan, DecodePlanOptions, KeyedRng, Normalize, RgbImage, ViewGeometry,
-    ViewOutput, ViewParams, ViewScratch, decode_jpeg, render_view,
+    ViewOutput, ViewParams, ViewScratch, render_view,
 };
 
-use crate::dataset::Dataset;
-use crate::pipeline::batch::{Substitution, ViewLayout};
+use crate::pipeline::BadRecords;
+use crate::pipeline::batch::{SkippedRecord, Substitution, ViewLayout};
 use crate::pipeline::buffer::BufferSet;
 use crate::pipeline::stats::Counters;
-use crate::plan::{BatchPlan, Recipe, RecordSizes, plan_views};
+use crate::plan::{BatchPlan, plan_views};
+use crate::recipe::Recipe;
+use crate::record::{BadRecord, BadRecordKind, chain, decode};
+use crate::source::RecordSource;
 
 /// Stream tag of substitute draws in the keyed generator.
 const STREAM_SUBSTITUTE: u64 = 0x7375_6273; // "subs"
 /// Substitutes tried before a batch fails.
-const MAX_SUBSTITUTES: u64 = 16;
+pub(crate) const MAX_SUBSTITUTES: u64 = 16;
 
 /// Where view `v`'s samples go: `base + i * sample_bytes`.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +41,16 @@ unsafe impl Send for Slots {}
 // SAFETY: as above: concurrent users never touch the same bytes.
 unsafe impl Sync for Slots {}
 
+/// Why a job failed, with the sample it failed at (the lowest wins, so the error does not depend
+/// on the thread count).
+#[derive(Debug)]
+pub(crate) enum JobFailure {
+    /// A bad record under [`BadRecords::Fail`].
+    Bad(BadRecord),
+    /// A bad record whose substitutes were all bad too.
+    NoSubstitute(BadRecord),
+}
+
 /// A batch in flight.
 pub(crate) struct Job {
     pub seq: u64,
@@ -48,7 +60,8 @@ pub(crate) struct Job {
     pub labels: Vec<AtomicU32>,
     pub remaining: AtomicUsize,
     pub substitutions: Mutex<Vec<(Substitution, Vec<ViewParams>)>>,
-    pub failure: Mutex<Option<String>>,
+    pub skipped: Mutex<Vec<(usize, SkippedRecord)>>,
+    pub failure: Mutex<Option<(usize, JobFailure)>>,
 }
 
 impl Job {
@@ -79,25 +92,35 @@ impl Job {
             labels: (0..b).map(|_| AtomicU32::new(0)).collect(),
             remaining: AtomicUsize::new(b),
             substitutions: Mutex::new(Vec::new()),
+            skipped: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
+        }
+    }
+
+    fn fail(&self, sample: usize, failure: JobFailure) {
+        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|(s, _)| sample < *s) {
+            *slot = Some((sample, failure));
         }
     }
 }
 
 /// What every worker shares.
 pub(crate) struct Shared {
-    pub dataset: Arc<Dataset>,
+    pub source: Arc<dyn RecordSource>,
     pub recipe: Recipe,
     pub seed: u64,
     pub decode: DecodePlanOptions,
     pub base_decode: DecodeOptions,
     pub normalize: Normalize,
+    pub bad_records: BadRecords,
     pub counters: Counters,
 }
 
 /// One worker's reusable buffers.
 #[derive(Default)]
 pub(crate) struct Scratch {
+    bytes: Vec<u8>,
     image: RgbImage,
     decode: DecodePlan,
     views: ViewScratch,
@@ -124,28 +147,38 @@ fn run_sample(shared: &Shared, job: &Job, i: usize, scratch: &mut Scratch) {
     let plan = &job.plan;
     let index = plan.indices[i];
     let params: Vec<&ViewParams> = plan.views.iter().map(|v| &v[i]).collect();
-    let reason = match render_record(shared, job, i, index, &params, scratch) {
+    let bad = match render_record(shared, job, i, index, &params, scratch) {
         Ok(()) => return,
-        Err(reason) => reason,
+        Err(bad) => bad,
     };
-    let n = shared.dataset.num_records();
-    for attempt in 0..MAX_SUBSTITUTES {
-        let key = [shared.seed, STREAM_SUBSTITUTE, plan.epoch, plan.step, i as u64, attempt];
-        let replacement = KeyedRng::new(&key).below(n);
-        let size = shared.dataset.size(replacement);
-        let views = plan_views(&shared.recipe, shared.seed, plan.epoch, replacement, size);
-        let refs: Vec<&ViewParams> = views.iter().collect();
-        if render_record(shared, job, i, replacement, &refs, scratch).is_ok() {
-            shared.counters.substitutions.fetch_add(1, Ordering::Relaxed);
-            let sub = Substitution { sample: i, failed: index, replacement, reason };
-            job.substitutions.lock().unwrap_or_else(|e| e.into_inner()).push((sub, views));
-            return;
+    match shared.bad_records {
+        BadRecords::Fail => job.fail(i, JobFailure::Bad(bad)),
+        BadRecords::Skip => {
+            shared.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            let skipped = SkippedRecord { record: index, reason: chain(&bad) };
+            job.skipped.lock().unwrap_or_else(|e| e.into_inner()).push((i, skipped));
+        }
+        BadRecords::Replace => {
+            let n = shared.source.num_records();
+            for attempt in 0..MAX_SUBSTITUTES {
+                // Keyed by the failed record, not its position: the same substitute whatever the
+                // batch and world size.
+                let key = [shared.seed, STREAM_SUBSTITUTE, plan.epoch, index, attempt];
+                let replacement = KeyedRng::new(&key).below(n);
+                let (recipe, source) = (&shared.recipe, shared.source.as_ref());
+                let views = plan_views(recipe, shared.seed, plan.epoch, source, replacement);
+                let refs: Vec<&ViewParams> = views.iter().collect();
+                if render_record(shared, job, i, replacement, &refs, scratch).is_ok() {
+                    shared.counters.substitutions.fetch_add(1, Ordering::Relaxed);
+                    let reason = chain(&bad);
+                    let sub = Substitution { sample: i, failed: index, replacement, reason };
+                    job.substitutions.lock().unwrap_or_else(|e| e.into_inner()).push((sub, views));
+                    return;
+                }
+            }
+            job.fail(i, JobFailure::NoSubstitute(bad));
         }
     }
-    let mut failure = job.failure.lock().unwrap_or_else(|e| e.into_inner());
-    failure.get_or_insert(format!(
-        "record {index}: {reason}; and {MAX_SUBSTITUTES} substitutes failed to decode too"
-    ));
 }
 
 /// Decodes record `index` once and renders all its views into sample slot `i`.
@@ -156,11 +189,12 @@ fn render_record(
     index: u64,
     params: &[&ViewParams],
     s: &mut Scratch,
-) -> Result<(), String> {
+) -> Result<(), BadRecord> {
+    let source = shared.source.as_ref();
+    let bad = |kind| BadRecord::new(source, index, kind);
     let t0 = Instant::now();
-    // The crc32c check (hardware crc, ~3 us for a 100 KB record) turns a flipped bit on disk into a
-    // counted substitution instead of a silently wrong image.
-    let record = shared.dataset.verify_record(index as usize).map_err(|e| e.to_string())?;
+    let record =
+        source.read(index, &mut s.bytes).map_err(|e| bad(BadRecordKind::Read(Box::new(e))))?;
     let t1 = Instant::now();
     Counters::add(&shared.counters.read_ns, t1 - t0);
     s.geometry.clear();
@@ -170,9 +204,9 @@ fn render_record(
     }
     s.decode
         .plan(record.width, record.height, &s.geometry, &shared.decode)
-        .map_err(|e| format!("record {index}: {e}"))?;
-    decode_jpeg(record.bytes, &s.decode.decode_options(&shared.base_decode), &mut s.image)
-        .map_err(|e| format!("record {index}: {e}"))?;
+        .map_err(|e| bad(BadRecordKind::Decode(e)))?;
+    decode(&record, &s.decode.decode_options(&shared.base_decode), &mut s.image).map_err(bad)?;
+    let label = record.label;
     let t2 = Instant::now();
     Counters::add(&shared.counters.decode_ns, t2 - t1);
     for (v, slots) in job.slots.iter().enumerate() {
@@ -190,12 +224,10 @@ fn render_record(
                 ViewOutput::U8Hwc { pixels: bytes, width: slots.width, height: slots.height }
             }
             ViewLayout::F32Nchw => {
-                // SAFETY: buffers are 64-byte aligned and sample_bytes is a multiple of 4, so
-                // the slot is 4-byte aligned; any bit pattern is a valid f32.
-                let (pre, floats, post) = unsafe { bytes.align_to_mut::<f32>() };
-                if !pre.is_empty() || !post.is_empty() {
-                    return Err("f32 view buffer is not 4-byte aligned".into());
-                }
+                // SAFETY: any bit pattern is a valid f32. The pipeline checked at start that the
+                // buffers are 4-byte aligned and sample_bytes is a multiple of 4, so `floats` is
+                // the whole slot (were it not, render_view would refuse its length).
+                let (_, floats, _) = unsafe { bytes.align_to_mut::<f32>() };
                 ViewOutput::F32Chw {
                     pixels: floats,
                     width: slots.width,
@@ -205,9 +237,9 @@ fn render_record(
             }
         };
         render_view(&s.image, &s.decode.boxes()[v], params[v], out, &mut s.views)
-            .map_err(|e| format!("record {index}: view {v}: {e}"))?;
+            .map_err(|source| bad(BadRecordKind::Render { view: v, source }))?;
     }
     Counters::add(&shared.counters.render_ns, t2.elapsed());
-    job.labels[i].store(record.label, Ordering::Relaxed);
+    job.labels[i].store(label, Ordering::Relaxed);
     Ok(())
 }

@@ -9,11 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use regioncl_augment::{DecodeOptions, RgbImage, ViewSpec, decode_jpeg};
-use regioncl_loader::{
-    ColorOn, Dataset, HeapAllocator, Order, OrderKind, Pipeline, PipelineConfig, Planner, Recipe,
-    SwapConfig, SwapPlanConfig, Tail,
-};
+use regioncl_augment::{DecodeOptions, Interpolation, RgbImage, ViewSpec, decode_jpeg};
+use regioncl_loader::{ColorOn, Dataset, LoaderBuilder, Recipe, SwapConfig, SwapPlanConfig};
 use serde::Serialize;
 
 /// The view recipes the benchmark knows.
@@ -98,24 +95,37 @@ fn recipe(name: RecipeName, size: u32) -> Recipe {
         }
         RecipeName::Mocov2 => Recipe { color_on: ColorOn::Cpu, ..Recipe::mocov2(size) },
         RecipeName::MultiCrop => {
-            let mut r = Recipe::multi_crop(2, size, 6, 96);
+            // DINO's 2 + 6 crops and scales (global views at `size`), geometry only, bilinear.
+            let mut r = Recipe::dino(2, 6);
             for v in &mut r.views {
-                *v = ViewSpec { jitter_p: 0.0, grayscale_p: 0.0, blur_p: 0.0, ..*v };
+                let side = if v.width == 224 { size } else { v.width };
+                *v = ViewSpec {
+                    width: side,
+                    height: side,
+                    interpolation: Interpolation::Bilinear,
+                    jitter_p: 0.0,
+                    grayscale_p: 0.0,
+                    blur_p: 0.0,
+                    solarize_p: 0.0,
+                    ..*v
+                };
             }
             r
         }
     }
 }
 
-fn planner(ds: &Arc<Dataset>, args: &BenchLoaderArgs, seed: u64) -> Result<Planner> {
-    let lens = (0..ds.shards().len()).map(|s| ds.shard_range(s).len() as u64).collect();
-    let order = Order::new(OrderKind::Shuffle, seed, lens, 0, 1, Tail::Drop)?;
-    let r = recipe(args.recipe, args.size);
-    // The swap box is part of every RegionCL plan: plan it here too, when the size allows.
+/// The benchmark's loader: a fresh shuffle per epoch and, when the size allows, the RegionCL swap
+/// box planned per batch (it is part of every RegionCL plan).
+fn loader(ds: &Arc<Dataset>, args: &BenchLoaderArgs, threads: usize) -> LoaderBuilder {
     let swap = SwapConfig::paper(args.size);
     let swap = (swap.validate().is_ok() && args.batch.is_multiple_of(2))
         .then_some(SwapPlanConfig { swap, bn_groups: 1 });
-    Ok(Planner::new(seed, args.batch, r, swap, order, ds.clone())?)
+    LoaderBuilder::new(ds.clone())
+        .recipe(recipe(args.recipe, args.size))
+        .batch_size(args.batch)
+        .region_swap(swap)
+        .threads(threads)
 }
 
 /// One timed run: returns (samples/s, stage times per sample, digest).
@@ -124,10 +134,9 @@ fn run_once(
     args: &BenchLoaderArgs,
     threads: usize,
 ) -> Result<(f64, Stages, u64)> {
-    let planner = planner(ds, args, 0)?;
-    let steps = planner.steps_per_epoch() as usize;
-    let config = PipelineConfig { threads, ..PipelineConfig::default() };
-    let mut pipeline = Pipeline::new(ds.clone(), planner, config, &HeapAllocator)?;
+    let loader = loader(ds, args, threads);
+    let steps = loader.steps_per_epoch()? as usize;
+    let mut pipeline = loader.build()?;
     // Warm-up: one pass over the data (page cache, allocator, thread start-up).
     for _ in 0..steps.min(args.batches) {
         pipeline.next().context("pipeline ended early")??;
@@ -231,25 +240,25 @@ fn rss_mib() -> f64 {
 }
 
 fn memory(ds: &Arc<Dataset>, args: &BenchLoaderArgs, threads: usize, epochs: u64) -> Result<()> {
-    let planner = planner(ds, args, 0)?;
-    let steps = planner.steps_per_epoch();
-    let config = PipelineConfig { threads, end_epoch: Some(epochs), ..PipelineConfig::default() };
+    const BATCHES_AHEAD: usize = 4;
+    let loader = loader(ds, args, threads).end_epoch(Some(epochs)).batches_ahead(BATCHES_AHEAD);
+    let steps = loader.steps_per_epoch()?;
     let ring: usize = {
         let r = recipe(args.recipe, args.size);
         let per = if r.color_on == ColorOn::Cpu { 12 } else { 3 };
         r.views.iter().map(|v| (v.width * v.height) as usize * per).sum::<usize>()
             * args.batch
-            * config.batches_ahead
+            * BATCHES_AHEAD
     };
     println!(
         "ring: {} batches of {:.1} MiB = {:.1} MiB; dataset mapped: {:.1} MiB",
-        config.batches_ahead,
-        ring as f64 / config.batches_ahead as f64 / 1048576.0,
+        BATCHES_AHEAD,
+        ring as f64 / BATCHES_AHEAD as f64 / 1048576.0,
         ring as f64 / 1048576.0,
         ds.shards().iter().map(|s| s.file_len()).sum::<u64>() as f64 / 1048576.0
     );
     println!("before start: rss {:.1} MiB", rss_mib());
-    let mut pipeline = Pipeline::new(ds.clone(), planner, config, &HeapAllocator)?;
+    let mut pipeline = loader.build()?;
     let mut n = 0u64;
     for b in pipeline.by_ref() {
         let b = b?;

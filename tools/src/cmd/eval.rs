@@ -100,6 +100,10 @@ struct Common {
     /// Also write the result as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Leave bad records (a failed checksum, a JPEG that does not decode cleanly) out of the
+    /// evaluation and report how many, instead of failing on the first.
+    #[arg(long)]
+    skip_bad: bool,
 }
 
 /// `regioncl eval knn`.
@@ -191,10 +195,22 @@ fn setup(c: &Common, pixels: bool) -> Result<Setup> {
             (Some((enc, config)), "learned")
         }
     };
-    let open = |p: &PathBuf| EvalSet::open(p).with_context(|| format!("opening {}", p.display()));
+    let open = |p: &PathBuf| {
+        let set = EvalSet::open(p).with_context(|| format!("opening {}", p.display()))?;
+        anyhow::Ok(set.skip_bad(c.skip_bad))
+    };
     let (train, test) = (open(&c.train)?, open(&c.test)?);
     train.check_same_classes(&test)?;
     Ok(Setup { network, label: label.to_string(), view, train, test })
+}
+
+/// Says how many bad records `--skip-bad` left out of each set; the JSON field `skipped`.
+fn report_skipped(s: &Setup) -> serde_json::Value {
+    let (train, test) = (s.train.skipped(), s.test.skipped());
+    if train + test > 0 {
+        eprintln!("  skipped bad records: {train} of the train set, {test} of the test set");
+    }
+    serde_json::json!({ "train": train, "test": test })
 }
 
 fn write_json(path: &Option<PathBuf>, value: serde_json::Value) -> Result<()> {
@@ -244,10 +260,12 @@ fn knn(a: KnnArgs) -> Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!("  {:.1}s", secs);
+    let skipped = report_skipped(&s);
     write_json(
         &c.json,
         serde_json::json!({
             "what": s.label,
+            "skipped": skipped,
             "features": if a.pixels { "pixels" } else { match a.feature { FeatureArg::Backbone => "backbone", FeatureArg::Projector => "projector" } },
             "dim": bank.dim(),
             "train": s.train.path(), "test": s.test.path(),
@@ -303,10 +321,11 @@ fn linear(a: LinearArgs) -> Result<()> {
         100.0 * l.top1,
         100.0 * l.top5
     );
+    let skipped = report_skipped(&s);
     write_json(
         &c.json,
         serde_json::json!({
-            "what": s.label, "augment": !a.no_aug, "report": report,
+            "what": s.label, "augment": !a.no_aug, "report": report, "skipped": skipped,
             "seconds": t0.elapsed().as_secs_f64(),
         }),
     )

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
-    BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, PhotoSource, RankShare,
-    Setup, ShardSource, SyntheticSource, TrainOptions, train_distributed,
+    BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, LoaderSource, RankShare,
+    Setup, SyntheticSource, TrainOptions, train_distributed,
 };
 
 /// Arguments of `regioncl train`.
@@ -61,16 +61,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let share = RankShare::of(dist);
     let main = dist.is_main();
     let mut source: Box<dyn BatchSource> = match config.data.source {
-        DataSource::Photos => {
-            Box::new(PhotoSource::for_rank(&config, share).context("opening the photo source")?)
-        }
         DataSource::Synthetic => Box::new(
             SyntheticSource::for_rank(&config, share).context("opening the synthetic source")?,
         ),
-        DataSource::Shards => {
-            Box::new(ShardSource::for_rank(&config, share).context("opening the shard loader")?)
-        }
-        other => anyhow::bail!("data.source {other:?} is not supported by this build"),
+        _ => Box::new(LoaderSource::for_rank(&config, share).context("opening the loader")?),
     };
     if main {
         eprintln!(

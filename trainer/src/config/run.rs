@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum DataSource {
-    /// The trainer's single-threaded photo folder source (tests, until the loader is wired).
+    /// A folder of JPEGs (class subfolders), read through the loader's pipeline as it is.
     Photos,
     /// Random pixels (benchmarks).
     Synthetic,
@@ -27,9 +27,9 @@ pub struct DataConfig {
     pub root: String,
     /// Side of both square views, pixels (a multiple of the backbone stride).
     pub image_size: i64,
-    /// Steps per epoch; 0 = images / batch_size (drop_last). The shard loader takes only 0.
+    /// Steps per epoch; 0 = images / batch_size (drop_last), less cuts every epoch short.
     pub steps_per_epoch: u64,
-    /// Loader worker threads (`shards`); 0 = all cores.
+    /// Loader worker threads (`photos`, `shards`); 0 = all cores.
     pub loader_threads: u64,
 }
 

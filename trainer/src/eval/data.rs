@@ -1,18 +1,19 @@
 //! Labeled evaluation data: a shard dataset read through the loader's pipeline as batches of u8
 //! views with their labels, every record exactly once (centre crop), or a shuffled epoch of random
-//! crops (the linear probe's training augmentation).
+//! crops (the linear probe's training augmentation). A bad record is an error, unless the set
+//! skips bad records ([`EvalSet::skip_bad`]) and counts them ([`EvalSet::skipped`]): a record
+//! replaced behind the metric's back would silently change it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use regioncl_augment::{IMAGENET_MEAN, IMAGENET_STD, ViewSpec};
-use regioncl_loader::{
-    ColorOn, Dataset, HeapAllocator, Order, OrderKind, Pipeline, PipelineConfig, Planner, Recipe,
-    Sampling, Tail,
-};
+use regioncl_loader::{BadRecords, Dataset, HeapAllocator, LoaderBuilder, Recipe};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::source::loader_err;
 
 /// The deterministic evaluation view: shorter side resized to `resize`, then the central
 /// `crop` x `crop` (torchvision's `Resize(resize)` + `CenterCrop(crop)`).
@@ -39,23 +40,35 @@ impl EvalView {
 pub struct EvalSet {
     dataset: Arc<Dataset>,
     path: PathBuf,
-}
-
-fn loader_err(path: &Path, e: regioncl_loader::Error) -> Error {
-    Error::Data(format!("{}: {e}", path.display()))
+    skip_bad: bool,
+    /// Bad records left out so far (shared by clones).
+    skipped: Arc<AtomicU64>,
 }
 
 impl EvalSet {
-    /// Opens the dataset directory `path`.
+    /// Opens the dataset directory `path`; a bad record will be an error.
     ///
     /// # Errors
-    /// [`Error::Data`] for a missing, corrupt or empty dataset.
+    /// [`Error::Loader`] for a missing or corrupt dataset; [`Error::Data`] for an empty one.
     pub fn open(path: &Path) -> Result<Self> {
-        let dataset = Dataset::open(path).map_err(|e| loader_err(path, e))?;
+        let dataset = Dataset::open(path).map_err(loader_err)?;
         if dataset.is_empty() {
-            return Err(Error::Data(format!("{}: no records", path.display())));
+            return Err(Error::Data(format!("dataset {} has no records", path.display())));
         }
-        Ok(Self { dataset: Arc::new(dataset), path: path.to_path_buf() })
+        let (skip_bad, skipped) = (false, Arc::new(AtomicU64::new(0)));
+        Ok(Self { dataset: Arc::new(dataset), path: path.to_path_buf(), skip_bad, skipped })
+    }
+
+    /// With `true`, bad records (see `regioncl_loader::BadRecord`) are left out of the batches
+    /// and counted in [`EvalSet::skipped`] instead of failing the evaluation.
+    pub fn skip_bad(mut self, skip: bool) -> Self {
+        self.skip_bad = skip;
+        self
+    }
+
+    /// Bad records left out so far, over every pass (each pass over the set counts its own).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// The dataset directory.
@@ -113,20 +126,23 @@ impl EvalSet {
         Ok(())
     }
 
-    fn order(&self, kind: OrderKind, seed: u64) -> Result<Order> {
-        let lens =
-            (0..self.dataset.shards().len()).map(|s| self.dataset.shard_range(s).len() as u64);
-        Order::new(kind, seed, lens.collect(), 0, 1, Tail::Drop)
-            .map_err(|e| loader_err(&self.path, e))
+    /// A one-epoch loader over the set: batches of `batch` (at most the set), `threads` workers
+    /// (0 = every core), heap buffers, this set's bad-record policy.
+    fn loader(&self, batch: usize, threads: usize) -> LoaderBuilder {
+        let policy = if self.skip_bad { BadRecords::Skip } else { BadRecords::Fail };
+        LoaderBuilder::new(self.dataset.clone())
+            .batch_size(batch.clamp(1, self.len()))
+            .threads(threads)
+            .allocator(Arc::new(HeapAllocator))
+            .bad_records(policy)
     }
 
     /// Calls `f` with every record once, in stored order, as the evaluation view: a u8
     /// `[B, crop, crop, 3]` CPU tensor and the labels. Batches of `batch` come from the loader's
-    /// pipeline (`threads` workers, 0 = every core), the last one partial
-    /// ([`Planner::keep_partial_last`]).
+    /// pipeline (`threads` workers, 0 = every core), the last one partial.
     ///
     /// # Errors
-    /// A record (and its substitutes) that fails to decode, or what `f` returns.
+    /// A bad record (unless skipped), or what `f` returns.
     pub fn for_each_center<F>(
         &self,
         view: EvalView,
@@ -137,8 +153,12 @@ impl EvalSet {
     where
         F: FnMut(&Tensor, &[u32]) -> Result<()>,
     {
-        let recipe = Recipe::center_crop(view.resize, view.crop);
-        self.run(recipe, OrderKind::Sequential, 0, 0, batch, threads, true, f)
+        let loader = self
+            .loader(batch, threads)
+            .recipe(Recipe::eval_center(view.resize, view.crop))
+            .shuffle(false)
+            .drop_last(false);
+        self.run(loader, 0, f)
     }
 
     /// Calls `f` with the batches of `epoch` of a shuffled order (keyed by `seed`, drop-last) of
@@ -162,67 +182,25 @@ impl EvalSet {
         F: FnMut(&Tensor, &[u32]) -> Result<()>,
     {
         let spec = ViewSpec { scale, flip_p: 0.5, ..ViewSpec::geometry_only(crop) };
-        let recipe =
-            Recipe { views: vec![spec], color_on: ColorOn::Consumer, sampling: Sampling::Random };
-        self.run(recipe, OrderKind::Shuffle, seed, epoch, batch, threads, false, f)
+        let recipe = Recipe { views: vec![spec], ..Recipe::supervised(crop) };
+        let loader = self.loader(batch, threads).recipe(recipe).seed(seed);
+        self.run(loader, epoch, f)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run<F>(
-        &self,
-        recipe: Recipe,
-        kind: OrderKind,
-        seed: u64,
-        epoch: u64,
-        batch: usize,
-        threads: usize,
-        keep_last: bool,
-        mut f: F,
-    ) -> Result<()>
+    /// Runs `loader` over `epoch`, handing each batch's first view and labels to `f`.
+    fn run<F>(&self, loader: LoaderBuilder, epoch: u64, mut f: F) -> Result<()>
     where
         F: FnMut(&Tensor, &[u32]) -> Result<()>,
     {
-        let err = |e| loader_err(&self.path, e);
-        let batch = batch.clamp(1, self.len());
-        let mut planner = Planner::new(
-            seed,
-            batch,
-            recipe.clone(),
-            None,
-            self.order(kind, seed)?,
-            self.dataset.clone(),
-        )
-        .map_err(err)?;
-        if keep_last {
-            planner = planner.keep_partial_last().map_err(err)?;
-        }
-        let steps = planner.steps_per_epoch();
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let config = PipelineConfig {
-            threads,
-            start: (epoch, 0),
-            end_epoch: Some(epoch + 1),
-            ..PipelineConfig::default()
-        };
-        let (w, h) = (i64::from(recipe.views[0].width), i64::from(recipe.views[0].height));
         let pipeline =
-            Pipeline::new(self.dataset.clone(), planner, config, &HeapAllocator).map_err(err)?;
-        let mut seen = 0u64;
+            loader.start(epoch, 0).end_epoch(Some(epoch + 1)).build().map_err(loader_err)?;
         for b in pipeline {
-            let b = b.map_err(err)?;
-            let n = b.len() as i64;
-            let px = Tensor::from_slice(b.view(0).bytes).view([n, h, w, 3]); // u8 [B, H, W, 3]
+            let b = b.map_err(loader_err)?;
+            self.skipped.fetch_add(b.skipped().len() as u64, Ordering::Relaxed);
+            let v = b.view(0);
+            let (n, h, w) = (b.len() as i64, i64::from(v.height), i64::from(v.width));
+            let px = Tensor::from_slice(v.bytes).view([n, h, w, 3]); // u8 [B, H, W, 3]
             f(&px, b.labels())?;
-            seen += 1;
-        }
-        if seen != steps {
-            return Err(Error::Data(format!(
-                "{}: the loader stopped after {seen} of {steps} batches",
-                self.path.display()
-            )));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Method};
 use crate::error::Result;
-use crate::source::PhotoSource;
+use crate::source::LoaderSource;
 use crate::train::{TrainOptions, TrainSummary, train};
 
 /// A config for unit tests on synthetic pixels: quarter-width ResNet-18, 32 px, batch 8 in two
@@ -74,7 +74,7 @@ impl Drop for TempDir {
 
 /// Trains `config` on the photos into `dir`.
 pub(crate) fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
-    let mut source = PhotoSource::new(config)?;
+    let mut source = LoaderSource::new(config)?;
     let opts = TrainOptions { run_dir: dir.to_path_buf(), resume };
     train(config, &mut source, &opts, &mut |_| {})
 }

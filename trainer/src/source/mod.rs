@@ -1,27 +1,23 @@
-//! The trainer's own batch sources: random pixels for benchmarks, and a small single-threaded
-//! image-folder source for tests and for `regioncl train` until the loader pipeline is wired in.
-//! [`ShardSource`] adapts the loader's multithreaded pipeline over shards.
-//! The trainer's own sources plan exactly what the loader plans (views from [`regioncl_augment::ViewSpec`], one swap
-//! box per step, pairing reversed inside each BN group), keyed by `(seed, epoch, step, ...)`.
+//! The trainer's batch sources, all planned by the loader's [`LoaderBuilder`] from the config (one
+//! key scheme: the same image and seed give the same views everywhere): [`LoaderSource`] reads a
+//! photo folder or a shard dataset through the loader's pipeline, [`SyntheticSource`] pairs the
+//! same plans with random pixels, for benchmarks and fast tests.
 
-mod photos;
-mod shards;
+mod loader;
+mod pinned;
 mod synthetic;
 
-pub use photos::{PhotoSource, data_root};
-pub use shards::{PinnedAllocator, ShardSource};
+pub use loader::{LoaderSource, data_root};
+pub use pinned::PinnedAllocator;
 pub use synthetic::SyntheticSource;
 
 use regioncl_augment::ViewSpec;
+use regioncl_loader::{BatchPlan, LoaderBuilder, Recipe, SwapConfig, SwapPlanConfig};
 
 use crate::config::{BatchSplit, Config};
 use crate::dist::Dist;
-use crate::error::Result;
-use crate::rng::KeyedRng;
-use crate::swap::{Pairing, SwapBox};
-
-/// Key of the swap-box stream.
-const SWAP_STREAM: u64 = 0x5357_4150;
+use crate::error::{Error, Result};
+use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
 
 /// The view recipe of the config (both views alike).
 pub(crate) fn view_spec(config: &Config) -> ViewSpec {
@@ -31,7 +27,7 @@ pub(crate) fn view_spec(config: &Config) -> ViewSpec {
         width: size,
         height: size,
         scale: (a.crop_scale_min as f32, 1.0),
-        ratio: (3.0 / 4.0, 4.0 / 3.0),
+        blur_sigma: (a.blur_sigma_min as f32, a.blur_sigma_max as f32),
         flip_p: a.flip_p as f32,
         jitter_p: a.jitter_p as f32,
         brightness: a.brightness as f32,
@@ -40,17 +36,92 @@ pub(crate) fn view_spec(config: &Config) -> ViewSpec {
         hue: a.hue as f32,
         grayscale_p: a.grayscale_p as f32,
         blur_p: a.blur_p as f32,
-        blur_sigma: (a.blur_sigma_min as f32, a.blur_sigma_max as f32),
         solarize_p: a.solarize_p as f32,
+        ..ViewSpec::mocov2(size)
     }
+}
+
+/// The loader's errors keep their cause in the trainer's.
+pub(crate) fn loader_err(e: regioncl_loader::Error) -> Error {
+    Error::Loader(e)
+}
+
+/// `builder` set up as `config` says, for `share`: two [`view_spec`] views with colour left to the
+/// trainer, the global batch and seed, the swap box and pairing of the RegionCL methods, epochs
+/// cut to `data.steps_per_epoch` when it is set, `data.loader_threads` workers.
+///
+/// # Errors
+/// [`Error::Loader`] for a config the planner refuses.
+pub(crate) fn loader_builder(
+    config: &Config,
+    share: RankShare,
+    builder: LoaderBuilder,
+) -> Result<LoaderBuilder> {
+    let spec = view_spec(config);
+    let swap = if config.region_terms().any() {
+        let r = &config.region;
+        let swap = SwapConfig {
+            stride: config.model.stem.stride() as u32,
+            min_cells: r.c_lower as u32,
+            max_cells: r.c_upper as u32,
+            sampler: r.sampler.to_loader(),
+            view_width: spec.width,
+            view_height: spec.height,
+        };
+        // The trainer's rule: a rank's BN groups, each reversed for the pairing (with SyncBN over
+        // several ranks, one group per rank: the pairing stays inside each rank).
+        let bn_groups = share.split(config)?.groups as usize * share.world;
+        Some(SwapPlanConfig { swap, bn_groups })
+    } else {
+        None
+    };
+    let max_steps = match config.data.steps_per_epoch {
+        0 => None,
+        n => Some(n),
+    };
+    let builder = builder
+        .recipe(Recipe { views: vec![spec; 2], ..Recipe::mocov2(spec.width) })
+        .batch_size(config.optim.batch_size as usize)
+        .seed(config.seed)
+        .world(share.rank, share.world)
+        .region_swap(swap)
+        .max_steps_per_epoch(max_steps)
+        .threads(config.data.loader_threads as usize);
+    builder.planner().map_err(loader_err)?;
+    Ok(builder)
+}
+
+/// The trainer's swap box and pairing of a loader plan (`None` for the base methods).
+///
+/// # Errors
+/// [`Error::Input`] for a pairing that is not a permutation (the loader never plans one).
+pub(crate) fn swap_of(plan: &BatchPlan) -> Result<(Option<SwapBox>, Option<Pairing>)> {
+    let swap = plan.swap.map(|s| SwapBox {
+        pixel: PixelBox {
+            x: i64::from(s.pixels.x),
+            y: i64::from(s.pixels.y),
+            w: i64::from(s.pixels.w),
+            h: i64::from(s.pixels.h),
+        },
+        cells: CellBox {
+            x0: i64::from(s.grid.x),
+            y0: i64::from(s.grid.y),
+            w: i64::from(s.grid.w),
+            h: i64::from(s.grid.h),
+        },
+    });
+    let pairing = match plan.pairing.is_empty() {
+        true => None,
+        false => Some(Pairing::new(plan.pairing.iter().map(|&j| i64::from(j)).collect())?),
+    };
+    Ok((swap, pairing))
 }
 
 /// Which part of every global batch a process reads: rank `rank` of a world of `world`.
 ///
 /// `optim.batch_size` is the global batch; each step, rank `r` takes the `r`-th contiguous
 /// `batch_size / world` samples of it, so the ranks' samples are disjoint and together the batch
-/// a single process would read (the photo and synthetic sources), or the `r`-th block of every
-/// epoch's order (the shard loader's [`regioncl_loader::Order`]).
+/// a single process would read, whatever the source (the loader's elastic order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RankShare {
     /// This process's rank.
@@ -76,24 +147,4 @@ impl RankShare {
     pub(crate) fn split(&self, config: &Config) -> Result<BatchSplit> {
         config.batch_split(self.rank, self.world)
     }
-}
-
-/// The swap box of global `step` (the same on every rank) and the pairing of this rank's share,
-/// reversed inside each of its BN groups (None for the base methods).
-pub(crate) fn plan_swap(
-    config: &Config,
-    step: u64,
-    share: RankShare,
-) -> Result<(Option<SwapBox>, Option<Pairing>)> {
-    if !config.region_terms().any() {
-        return Ok((None, None));
-    }
-    let size = config.data.image_size;
-    let stride = config.model.stem.stride();
-    let mut rng = KeyedRng::new(&[config.seed, step, SWAP_STREAM]);
-    let r = &config.region;
-    let swap = r.sampler.sample(&mut rng, size, size, stride, r.c_lower, r.c_upper);
-    let split = share.split(config)?;
-    let pairing = Pairing::reversed_within(split.rank_batch, split.groups)?;
-    Ok((Some(swap), Some(pairing)))
 }

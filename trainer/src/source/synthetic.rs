@@ -1,29 +1,36 @@
-//! Random pixels with real per-step plans, for benchmarks and fast tests.
+//! Random pixels with the loader's per-step plans, for benchmarks and fast tests.
 
-use regioncl_augment::KeyedRng as AugRng;
+use std::sync::Arc;
+
+use regioncl_loader::{LoaderBuilder, Planner};
 use tch::{Kind, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::input::{BatchSource, StepInput};
 use crate::rng::KeyedRng;
-use crate::source::{RankShare, plan_swap, view_spec};
+use crate::source::{RankShare, loader_builder, loader_err, swap_of};
 
 /// A source of random images: the pixels of two view batches are drawn once (keyed by the seed;
-/// pinned host memory when CUDA is present) and reused every step; colour parameters, box and
-/// pairing are drawn per step as a real plan would.
+/// pinned host memory when CUDA is present) and reused every step; the view parameters, box and
+/// pairing of every step come from the loader's planner, over `batch * data.steps_per_epoch`
+/// square records of the view size (one step per epoch when `steps_per_epoch` is 0), as for real
+/// records.
 #[derive(Debug)]
 pub struct SyntheticSource {
-    config: Config,
-    share: RankShare,
+    planner: Planner,
     views: Vec<Tensor>,
     step: u64,
 }
 
 impl SyntheticSource {
     /// Pixels for `config.optim.batch_size` samples of `config.data.image_size`.
+    ///
+    /// # Panics
+    /// When the config is invalid for the planner (a swap that does not fit the views, a batch the
+    /// pairing cannot split): [`Config::validate`] refuses those.
     pub fn new(config: &Config) -> Self {
-        Self::build(config, RankShare::WHOLE)
+        Self::for_rank(config, RankShare::WHOLE).expect("a validated config plans")
     }
 
     /// [`SyntheticSource::new`] for one rank of a multi-process run: its `share` of the global
@@ -32,13 +39,14 @@ impl SyntheticSource {
     /// # Errors
     /// [`crate::Error::Config`] when the world does not divide the batch or its BN groups.
     pub fn for_rank(config: &Config, share: RankShare) -> Result<Self> {
-        share.split(config)?;
-        Ok(Self::build(config, share))
-    }
-
-    fn build(config: &Config, share: RankShare) -> Self {
+        let local = share.split(config)?.rank_batch;
         let (b, s) = (config.optim.batch_size, config.data.image_size);
-        let local = b / share.world.max(1) as i64;
+        let steps = config.data.steps_per_epoch.max(1);
+        let side = s as u32;
+        let sizes = Arc::new(vec![(side, side); b as usize * steps as usize]);
+        let planner = loader_builder(config, share, LoaderBuilder::plan_only(sizes))?
+            .planner()
+            .map_err(loader_err)?;
         let views = (0..2u64)
             .map(|v| {
                 let mut rng = KeyedRng::new(&[config.seed, v, 0x5359_4e54]);
@@ -58,13 +66,13 @@ impl SyntheticSource {
                 }
             })
             .collect();
-        Self { config: config.clone(), share, views, step: 0 }
+        Ok(Self { planner, views, step: 0 })
     }
 }
 
 impl BatchSource for SyntheticSource {
     fn steps_per_epoch(&self) -> u64 {
-        self.config.data.steps_per_epoch.max(1)
+        self.planner.steps_per_epoch()
     }
 
     fn seek(&mut self, step: u64) -> Result<()> {
@@ -75,30 +83,14 @@ impl BatchSource for SyntheticSource {
     fn next_batch(&mut self) -> Result<StepInput> {
         let step = self.step;
         self.step += 1;
-        let epoch = step / self.steps_per_epoch();
-        let spec = view_spec(&self.config);
-        let size = self.config.data.image_size as u32;
-        let b = (self.config.optim.batch_size as usize / self.share.world.max(1)) as u64;
-        let offset = self.share.rank as u64 * b;
-        let params = (0..2u64)
-            .map(|v| {
-                (offset..offset + b)
-                    .map(|i| {
-                        spec.sample(
-                            size,
-                            size,
-                            &mut AugRng::new(&[self.config.seed, epoch, step, i, v]),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let (swap, pairing) = plan_swap(&self.config, step, self.share)?;
+        let spe = self.steps_per_epoch();
+        let plan = self.planner.plan(step / spe, step % spe);
+        let (swap, pairing) = swap_of(&plan)?;
         Ok(StepInput {
-            epoch,
+            epoch: plan.epoch,
             step,
             views: self.views.iter().map(Tensor::shallow_clone).collect(),
-            params,
+            params: plan.views,
             flipped: false,
             swap,
             pairing,
