@@ -1,11 +1,9 @@
 //! `regioncl inspect`: what a dataset holds; `--verify` checks every byte of it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use regioncl_augment::{DecodeOptions, RgbImage, decode_jpeg};
 use regioncl_loader::{Dataset, MAX_THREADS, write_atomic};
 use serde::Serialize;
 
@@ -196,86 +194,20 @@ fn summarize(ds: &Dataset, dir: &std::path::Path) -> anyhow::Result<Summary> {
     })
 }
 
-/// Checks every shard file against the manifest's crc32c, every record against its index crc32c,
-/// and decodes every record (strict, full size). Returns the problems in record order.
+/// [`Dataset::verify`] (the loader's one definition of a bad record: what training replaces and
+/// evaluation refuses) with a progress bar. Returns the problems in record order, each with its
+/// causes.
 fn verify(ds: &Dataset, threads: usize, quiet: bool) -> Verify {
-    let mut problems = Vec::new();
-    for k in 0..ds.shards().len() {
-        if let Err(e) = ds.verify_shard(k) {
-            problems.push((None, format!("{e}")));
-        }
-    }
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(ds.len() as u64) };
     if let Ok(style) =
         ProgressStyle::with_template("verify [{wide_bar}] {pos}/{len} {per_sec} ETA {eta}")
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    let next = AtomicUsize::new(0);
-    let found: Vec<(Option<usize>, String)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut local = Vec::new();
-                    let mut image = RgbImage::new();
-                    let strict = DecodeOptions { strict: true, ..Default::default() };
-                    loop {
-                        let start = next.fetch_add(256, Ordering::Relaxed);
-                        if start >= ds.len() {
-                            break;
-                        }
-                        let end = (start + 256).min(ds.len());
-                        for i in start..end {
-                            if let Some(problem) = check_record(ds, i, &strict, &mut image) {
-                                local.push((Some(i), problem));
-                            }
-                        }
-                        bar.inc((end - start) as u64);
-                    }
-                    local
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-    });
+    let report = ds.verify(threads, &|n| bar.inc(n));
     bar.finish_and_clear();
-    problems.extend(found);
-    problems.sort_by_key(|p| p.0);
-    Verify { records_checked: ds.len(), problems: problems.into_iter().map(|p| p.1).collect() }
-}
-
-fn check_record(
-    ds: &Dataset,
-    i: usize,
-    strict: &DecodeOptions,
-    image: &mut RgbImage,
-) -> Option<String> {
-    let record = match ds.verify_record(i) {
-        Ok(r) => r,
-        Err(e) => return Some(format!("{e} (dataset index {i})")),
-    };
-    let (shard, local) = ds.locate(i).ok()?;
-    let s = &ds.shards()[shard];
-    let offset = s.record_offset(local).unwrap_or(0);
-    let at =
-        format!("{}: record {local} at offset {offset} (dataset index {i})", s.path().display());
-    if let Err(e) = decode_jpeg(record.bytes, strict, image) {
-        return Some(format!("{at}: does not decode: {e}"));
-    }
-    if (image.width(), image.height()) != (record.width, record.height) {
-        return Some(format!(
-            "{at}: decodes to {}x{}, the index says {}x{}",
-            image.width(),
-            image.height(),
-            record.width,
-            record.height
-        ));
-    }
-    None
+    let problems = report.problems.into_iter().map(|e| format!("{:#}", anyhow::Error::new(e)));
+    Verify { records_checked: report.records_checked as usize, problems: problems.collect() }
 }
 
 fn print_text(s: &Summary) -> std::io::Result<()> {
