@@ -68,7 +68,7 @@ impl Recipe {
     }
 
     /// MoCo v2: two views alike, [`ViewSpec::mocov2`] (facebookresearch/moco `main_moco.py
-    /// --aug-plus`).
+    /// --aug-plus`; docs/method.md section 8).
     pub fn mocov2(size: u32) -> Self {
         Self::random(vec![ViewSpec::mocov2(size); 2])
     }
