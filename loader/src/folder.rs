@@ -97,7 +97,7 @@ impl ImageFolder {
                     folder.sizes.push((info.width, info.height));
                     folder.crcs.push(crc32c::crc32c(&buf));
                 }
-                Err(e) => folder.skipped.push((path, e.to_string())),
+                Err(e) => folder.skipped.push((path, crate::record::chain(&e))),
             }
         }
         if folder.files.is_empty() {

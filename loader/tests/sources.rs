@@ -89,7 +89,8 @@ fn an_image_folder_lists_what_it_cannot_read() {
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(
         skipped[0].starts_with("notes.jpg")
-            && skipped[1].contains("a character device, not a file")
+            && skipped[1].contains("a character device, not a file"),
+        "{skipped:?}"
     );
 }
 
