@@ -36,10 +36,12 @@ wheel: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --strip \
 	  -m python/Cargo.toml -i $(VENV)/bin/python --out target/wheels
 
-# The package's tests against the freshly built wheel, installed into the venv: the stubs and
-# examples type-check (mypy --strict), then pytest.
+# The package's tests against the freshly built wheel, installed into the venv, and the Rust
+# pipeline's own output (python/examples/pipeline_bytes.rs): the package and its stubs type-check
+# (mypy --strict), then pytest.
 pytest: wheel data
 	$(VENV)/bin/pip install --quiet --force-reinstall --no-deps target/wheels/regioncl-*.whl
+	$(CARGO) build --release -p regioncl-py --examples
 	$(VENV)/bin/python -m mypy --strict python/regioncl
 	$(VENV)/bin/python -m pytest -q python/tests
 

@@ -17,8 +17,20 @@ from regioncl.errors import (
     LimitError,
     ManifestError,
 )
+from regioncl.loader import (
+    Batch,
+    Loader,
+    LoaderStats,
+    RegionSwap,
+    Substitution,
+    Swap,
+    ViewParams,
+)
+from regioncl import recipes
+from regioncl.recipes import Recipe, View
 
 __all__ = [
+    "Batch",
     "ChecksumError",
     "ConfigError",
     "ConvertSummary",
@@ -28,6 +40,15 @@ __all__ = [
     "ForkError",
     "FormatError",
     "LimitError",
+    "Loader",
+    "LoaderStats",
     "ManifestError",
+    "Recipe",
+    "RegionSwap",
+    "Substitution",
+    "Swap",
+    "View",
+    "ViewParams",
     "convert",
+    "recipes",
 ]

@@ -25,3 +25,34 @@ def convert(
     shard_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]: ...
+
+def preset(name: str, args: list[int]) -> str: ...
+def default_view() -> str: ...
+
+class Builder:
+    def __init__(
+        self,
+        dataset: Dataset,
+        recipe: str,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool,
+        drop_last: bool,
+        rank: int,
+        world: int,
+        threads: int,
+        prefetch: int,
+        strict: bool,
+        region_swap: str | None,
+        mean: list[float],
+        std: list[float],
+    ) -> None: ...
+    def steps_per_epoch(self) -> int: ...
+    def start(self, epoch: int, step: int, pinned: Any = None) -> Pipeline: ...
+
+class Pipeline:
+    def next(self) -> tuple[Any, ...] | None: ...
+    def buffers(self) -> list[tuple[int, int]]: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...

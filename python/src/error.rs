@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyIndexError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
-use regioncl_loader::{ChecksumError, Error, FormatError, ManifestError};
+use regioncl_loader::{
+    BadRecord, BadRecordKind, ChecksumError, Error, FormatError, ManifestError, PipelineError,
+};
 
 /// The exception classes of `regioncl.errors`, by name.
 fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
@@ -31,7 +33,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// An instance of `regioncl.errors.<name>(message, path, record)`.
-fn raise(
+pub(crate) fn raise(
     py: Python<'_>,
     name: &str,
     message: String,
@@ -87,7 +89,32 @@ pub(crate) fn to_py(py: Python<'_>, e: &Error) -> PyErr {
         Error::Limit { path, .. } => raise(py, "LimitError", message, Some(path), None),
         Error::OutOfRange { .. } => PyIndexError::new_err(message),
         Error::Config(_) => raise(py, "ConfigError", message, None, None),
+        Error::BadRecord(bad) => bad_record(py, message, bad),
+        Error::Pipeline(
+            PipelineError::BadRecord { source, .. } | PipelineError::NoSubstitute { source, .. },
+        ) => bad_record(py, message, source),
+        Error::Pipeline(PipelineError::AllBad { .. }) => {
+            raise(py, "DataError", message, None, None)
+        }
         _ => raise(py, "Error", message, None, None),
+    }
+}
+
+/// A bad record: the class of what made it bad (a checksum, a corrupt shard, a file-system error),
+/// else `DataError`; with the whole story in the message and the record's index.
+fn bad_record(py: Python<'_>, message: String, bad: &BadRecord) -> PyErr {
+    let record = Some(bad.index);
+    match &bad.kind {
+        BadRecordKind::Read(inner) => match inner.as_ref() {
+            Error::Checksum { path, .. } => raise(py, "ChecksumError", message, Some(path), record),
+            Error::Format { path, .. } => raise(py, "FormatError", message, Some(path), record),
+            other => {
+                let e = to_py(py, other);
+                let _ = e.value(py).setattr("record", bad.index);
+                e
+            }
+        },
+        _ => raise(py, "DataError", message, None, record),
     }
 }
 

@@ -10,6 +10,9 @@ import pytest
 import regioncl
 
 REPO = Path(__file__).resolve().parents[2]
+# Cargo's output directory: CARGO_TARGET_DIR when set (relative to the repository, as cargo reads
+# it when run there by `make pytest`), else the repository's own target/.
+TARGET = REPO / os.environ.get("CARGO_TARGET_DIR", "target")
 
 
 def data_dir() -> Path:
