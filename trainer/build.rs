@@ -8,8 +8,8 @@
 //!   `DEP_REGIONCL_TRAINER_LIBTORCH_LIB`, so the `regioncl` binary and the e2e tests link the same way.
 //! - `csrc/torch_shim.cpp` (bf16 autocast, channels_last, pinned memory, foreach SGD/EMA) is compiled
 //!   against the same libtorch's headers, C++17, with the wheel's C++11 ABI.
-//! - `csrc/dist_shim.cpp` (c10d: TCPStore, Gloo, NCCL) likewise, with `csrc/gloo_decls` for the Gloo
-//!   headers the wheel lacks. Its NCCL half is compiled only when libtorch_cuda is there and the CUDA
+//! - `csrc/dist_shim.cpp` (c10d: TCPStore, Gloo, NCCL) and `csrc/sync_bn.cpp` (SyncBN's autograd
+//!   function) likewise, with `csrc/gloo_decls` for the Gloo headers the wheel lacks. Its NCCL half is compiled only when libtorch_cuda is there and the CUDA
 //!   runtime and NCCL headers are found ([`cuda_includes`]); without them a NCCL group is a clear
 //!   run-time error and Gloo works as before.
 
@@ -56,6 +56,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/torch_shim.cpp");
     println!("cargo:rerun-if-changed=csrc/dist_shim.cpp");
+    println!("cargo:rerun-if-changed=csrc/sync_bn.cpp");
+    println!("cargo:rerun-if-changed=csrc/dist_group.h");
     println!("cargo:rerun-if-changed=csrc/rcl_try.h");
     println!("cargo:rerun-if-changed=csrc/gloo_decls");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -64,12 +66,14 @@ fn main() {
     }
 }
 
-/// Compiles `csrc/dist_shim.cpp`; with `nccl` include directories, its NCCL half too.
+/// Compiles `csrc/dist_shim.cpp` and `csrc/sync_bn.cpp`; with `nccl` include directories, the NCCL
+/// half too.
 fn build_dist_shim(include: &Path, abi: &str, nccl: Option<Vec<PathBuf>>) {
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .file("csrc/dist_shim.cpp")
+        .file("csrc/sync_bn.cpp")
         .include("csrc/gloo_decls")
         .include(include)
         .include(include.join("torch/csrc/api/include"))

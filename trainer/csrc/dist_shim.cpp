@@ -2,9 +2,13 @@
 //   - rendezvous through a TCPStore (hosted by rank 0, or a client of torchrun's agent store),
 //   - a ProcessGroupGloo (CPU tensors) or a ProcessGroupNCCL (CUDA tensors; compiled only when the
 //     CUDA and NCCL headers were found, RCL_WITH_NCCL),
-//   - all-reduce, broadcast, all-gather and barrier, each waited for with the group's timeout,
+//   - all-reduce, broadcast, all-gather and barrier: on NCCL ordered on the current CUDA stream
+//     without blocking the host (NCCL's watchdog enforces the group's timeout, as in PyTorch), on
+//     Gloo waited for by the host with the group's timeout,
 //   - an all-gather that autograd can differentiate (its backward all-reduces the gradient and
-//     keeps this rank's slice), the building block of SyncBN.
+//     keeps this rank's slice), and SyncBN (sync_bn.cpp),
+//   - a wait for rank 0 through the store, without a collective timeout (rank 0 alone runs
+//     something long, e.g. the k-NN monitor).
 //
 // A group is an opaque `RclGroup*` owned by the Rust side (`rcl_dist_free`). Tensors cross as
 // tch's `C_tensor*` = `at::Tensor*`; new tensors are returned as `new at::Tensor(...)`, deleted by
@@ -36,33 +40,27 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "dist_group.h"
 #include "rcl_try.h"
 
 namespace {
 
 using Millis = std::chrono::milliseconds;
 
-}  // namespace
-
-// One process group: the store it met its peers through, the backend, and who we are.
-struct RclGroup {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;
-  int rank = 0;
-  int world = 1;
-  at::Device device = at::Device(at::kCPU);
-  Millis timeout{0};
-};
-
-namespace {
-
-// Waits for `work` with the group's timeout; rethrows the collective's own failure (a peer that
+// Waits for `work`: NCCL makes the current stream wait for it (a `wait()` without a timeout; with
+// one, PyTorch's NCCL backend would poll on the host until the collective is done), Gloo blocks
+// the host for at most the group's timeout. Rethrows the collective's own failure (a peer that
 // closed its connection, a Gloo timeout) with the operation named.
 void wait(const RclGroup& g, const c10::intrusive_ptr<c10d::Work>& work, const char* op) {
   try {
-    work->wait(g.timeout);
+    if (g.stream_ordered) {
+      work->wait();
+    } else {
+      work->wait(g.timeout);
+    }
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string(op) + ": " + e.what());
   }
@@ -75,12 +73,17 @@ void check_tensor(const RclGroup& g, const at::Tensor& t, const char* op) {
               g.device);
 }
 
+}  // namespace
+
+namespace rcl {
+
 void all_reduce_sum(const RclGroup& g, at::Tensor& t) {
   check_tensor(g, t, "all_reduce");
   std::vector<at::Tensor> ts{t};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
   opts.timeout = g.timeout;
+  g.collectives++;
   wait(g, g.backend->allreduce(ts, opts), "all_reduce");
 }
 
@@ -93,9 +96,20 @@ at::Tensor all_gather(const RclGroup& g, const at::Tensor& x) {
   at::Tensor out = at::empty(sizes, in.options());
   c10d::AllgatherOptions opts;
   opts.timeout = g.timeout;
+  g.collectives++;
   wait(g, g.backend->_allgather_base(out, in, opts), "all_gather");
   return out;
 }
+
+}  // namespace rcl
+
+namespace {
+
+using rcl::all_gather;
+using rcl::all_reduce_sum;
+
+// The store key of a flag rank 0 publishes (`rcl_dist_publish`).
+std::string flag_key(const char* tag) { return std::string("flag/") + tag; }
 
 // Backward of the differentiable all-gather `y = cat_r(x_r)`. Every rank's loss may depend on every
 // slice of y, so dL/dx_r = sum over ranks of (dL_rank/dy)[slice r]: all-reduce, keep our slice.
@@ -193,6 +207,7 @@ int rcl_dist_init(const char* host, int port, int host_store, int rank, int worl
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = g->timeout;
       g->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(g->store, rank, world, opts);
+      g->stream_ordered = true;
 #else
       TORCH_CHECK(false, "NCCL: this build found no CUDA/NCCL headers (see trainer/build.rs)");
 #endif
@@ -202,7 +217,8 @@ int rcl_dist_init(const char* host, int port, int host_store, int rank, int worl
 
     at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(g->device));
     all_reduce_sum(*g, one);
-    const double n = one.item<double>();
+    const double n = one.item<double>();  // waits on the host too
+    g->collectives = 0;
     TORCH_CHECK(n == static_cast<double>(world), "handshake: ", n, " ranks answered, expected ",
                 world);
     *out = new RclGroupHandle{std::move(g)};
@@ -224,6 +240,7 @@ int rcl_dist_broadcast(RclGroupHandle* h, at::Tensor* t, int root) {
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = g.timeout;
+    g.collectives++;
     wait(g, g.backend->broadcast(ts, opts), "broadcast");
   })
 }
@@ -269,6 +286,49 @@ int rcl_dist_barrier(RclGroupHandle* h) {
     at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(g.device));
     all_reduce_sum(g, one);
     if (g.device.is_cuda()) one.item<float>();  // wait on the host too
+  })
+}
+
+// SyncBN on the group (sync_bn.cpp): `weight` and `bias` may be null (no affine parameters);
+// `running_mean` / `running_var` are updated in place.
+int rcl_dist_sync_batch_norm(RclGroupHandle* h, const at::Tensor* x, const at::Tensor* weight,
+                             const at::Tensor* bias, at::Tensor* running_mean,
+                             at::Tensor* running_var, double momentum, double eps,
+                             at::Tensor** out) {
+  RCL_TRY({
+    TORCH_CHECK(x->device() == h->group->device, "sync_batch_norm: input on ", x->device(),
+                ", the group works on ", h->group->device);
+    const at::Tensor w = weight != nullptr ? *weight : at::Tensor();
+    const at::Tensor b = bias != nullptr ? *bias : at::Tensor();
+    *out = new at::Tensor(rcl::sync_batch_norm(h->group, *x, w, b, *running_mean, *running_var,
+                                               momentum, eps));
+  })
+}
+
+// Collectives this process has issued on the group since it was built.
+int rcl_dist_collectives(RclGroupHandle* h, std::uint64_t* out) {
+  RCL_TRY(*out = h->group->collectives.load())
+}
+
+// Sets flag `tag` in the store (rank 0, when it has done what the others wait for): 1 = done,
+// 0 = failed. Each tag is set once.
+int rcl_dist_publish(RclGroupHandle* h, const char* tag, int ok) {
+  RCL_TRY({
+    const std::vector<uint8_t> value{static_cast<uint8_t>(ok != 0 ? 1 : 0)};
+    h->group->store->set(flag_key(tag), value);
+  })
+}
+
+// Waits, without a timeout, until flag `tag` is set, and returns it in `ok`. It asks the store
+// every `poll_ms`: a store that goes away (rank 0, its host, died; torchrun's agent ends the run
+// when a rank dies) is an error, so this never waits for a dead peer.
+int rcl_dist_await(RclGroupHandle* h, const char* tag, int poll_ms, int* ok) {
+  RCL_TRY({
+    const auto& store = h->group->store;
+    const std::string key = flag_key(tag);
+    while (!store->check({key})) std::this_thread::sleep_for(Millis(poll_ms));
+    const auto value = store->get(key);
+    *ok = !value.empty() && value[0] == 1 ? 1 : 0;
   })
 }
 

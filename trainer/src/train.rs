@@ -118,8 +118,10 @@ pub fn train_monitored(
 /// global batch ([`crate::Config::batch_split`]). `optim.batch_size` is the global batch.
 ///
 /// Only rank 0 writes into `opts.run_dir`, runs the monitor and calls `on_log`; its
-/// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. A world of one
-/// is [`train_monitored`].
+/// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. Every rank
+/// passes the same monitor: rank 0 runs it while the others wait for it without a collective
+/// timeout ([`Dist::on_main`]; the k-NN of a large bank may outlast `run.dist_timeout_s`). A world
+/// of one is [`train_monitored`].
 ///
 /// # Errors
 /// As [`train`]; [`Error::Dist`] when a peer dies or stalls past the timeout, or when rank 0
@@ -210,14 +212,20 @@ pub fn train_distributed(
             on_log(&record);
             (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
         }
-        // Online k-NN monitor (eval/knn.rs) on rank 0; its time is kept out of the img/s window.
-        if let (Some((m, on_knn)), Some(metrics)) = (monitor.as_mut(), metrics.as_mut())
+        // Online k-NN monitor (eval/knn.rs) on rank 0, the other ranks waiting for it without a
+        // collective timeout; its time is kept out of the img/s window.
+        if let Some((m, on_knn)) = monitor.as_mut()
             && ((done % spe == 0 && m.due(done / spe, config.optim.epochs)) || done == end)
         {
             let t = Instant::now();
-            let r = m.run(model.online_encoder(), step, epoch)?;
-            metrics.write_line(&r)?;
-            on_knn(&r);
+            dist.on_main("k-NN monitor", || {
+                let r = m.run(model.online_encoder(), step, epoch)?;
+                if let Some(metrics) = metrics.as_mut() {
+                    metrics.write_line(&r)?;
+                }
+                on_knn(&r);
+                Ok(())
+            })?;
             t_window += t.elapsed();
         }
         let every = config.run.checkpoint_every;

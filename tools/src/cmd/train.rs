@@ -86,9 +86,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     let opts = TrainOptions { run_dir: args.out.clone(), resume: args.resume };
-    // The k-NN monitor (eval/knn.rs), when asked for.
+    // The k-NN monitor (eval/knn.rs), when asked for: every rank knows it, rank 0 runs it.
     let monitor = match (&args.knn_train, &args.knn_test) {
-        (Some(train), Some(test)) if main => {
+        (Some(train), Some(test)) => {
             let view = EvalView::for_crop(config.data.image_size as u32);
             Some(KnnMonitor::new(train, test, view, args.knn_every).context("k-NN monitor")?)
         }

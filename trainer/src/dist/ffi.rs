@@ -38,6 +38,25 @@ unsafe extern "C" {
         x: *const CTensor,
         out: *mut *mut CTensor,
     ) -> c_int;
+    fn rcl_dist_sync_batch_norm(
+        g: *mut RawGroup,
+        x: *const CTensor,
+        weight: *const CTensor,
+        bias: *const CTensor,
+        running_mean: *const CTensor,
+        running_var: *const CTensor,
+        momentum: f64,
+        eps: f64,
+        out: *mut *mut CTensor,
+    ) -> c_int;
+    fn rcl_dist_collectives(g: *mut RawGroup, out: *mut u64) -> c_int;
+    fn rcl_dist_publish(g: *mut RawGroup, tag: *const c_char, ok: c_int) -> c_int;
+    fn rcl_dist_await(
+        g: *mut RawGroup,
+        tag: *const c_char,
+        poll_ms: c_int,
+        ok: *mut c_int,
+    ) -> c_int;
     fn rcl_dist_barrier(g: *mut RawGroup) -> c_int;
     fn rcl_dist_shutdown(g: *mut RawGroup) -> c_int;
     fn rcl_dist_abort(g: *mut RawGroup) -> c_int;
@@ -163,6 +182,67 @@ impl Group {
         // SAFETY: as in `all_gather`; the autograd node holds its own reference to the group.
         let rc = unsafe { rcl_dist_all_gather_autograd(self.raw, x.as_ptr(), &mut out) };
         wrap_new(rc, out)
+    }
+
+    /// SyncBN (`csrc/sync_bn.cpp`): batch norm with every rank's statistics, one all-gather now
+    /// and one all-reduce in the backward; the running statistics are updated in place.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sync_batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> FfiResult<Tensor> {
+        let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), Tensor::as_ptr);
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `raw` is live; every tensor pointer is null or borrowed for the call (the shim
+        // updates the running statistics' storage, which tch allows through `&Tensor`); `out` is a
+        // live, writable local; the autograd node holds its own reference to the group.
+        let rc = unsafe {
+            rcl_dist_sync_batch_norm(
+                self.raw,
+                x.as_ptr(),
+                opt(weight),
+                opt(bias),
+                running_mean.as_ptr(),
+                running_var.as_ptr(),
+                momentum,
+                eps,
+                &mut out,
+            )
+        };
+        wrap_new(rc, out)
+    }
+
+    /// Collectives issued on the group since it was built.
+    pub(crate) fn collectives(&self) -> FfiResult<u64> {
+        let mut out = 0;
+        // SAFETY: `raw` is live; `out` is a live, writable local.
+        check(unsafe { rcl_dist_collectives(self.raw, &mut out) })?;
+        Ok(out)
+    }
+
+    /// Sets flag `tag` in the store: done (`ok`) or failed.
+    pub(crate) fn publish(&self, tag: &str, ok: bool) -> FfiResult<()> {
+        let tag = CString::new(tag).map_err(|_| "tag contains NUL".to_string())?;
+        // SAFETY: `raw` is live; `tag` is NUL-terminated and outlives the call.
+        check(unsafe { rcl_dist_publish(self.raw, tag.as_ptr(), c_int::from(ok)) })
+    }
+
+    /// Waits without a timeout until flag `tag` is set (asking the store every `poll_ms`);
+    /// returns it. Fails when the store goes away.
+    pub(crate) fn await_flag(&self, tag: &str, poll_ms: u32) -> FfiResult<bool> {
+        let tag = CString::new(tag).map_err(|_| "tag contains NUL".to_string())?;
+        let poll = c_int::try_from(poll_ms).map_err(|_| format!("poll {poll_ms} ms"))?;
+        let mut ok = 0;
+        // SAFETY: `raw` is live; `tag` is NUL-terminated and outlives the call; `ok` is a live,
+        // writable local.
+        check(unsafe { rcl_dist_await(self.raw, tag.as_ptr(), poll, &mut ok) })?;
+        Ok(ok != 0)
     }
 
     /// Returns once every rank has called it.

@@ -13,16 +13,27 @@
 //! - parameters, buffers and queues broadcast from rank 0 at the start ([`Dist::broadcast_`]);
 //! - MoCo's shuffle-BN across ranks ([`Dist::shuffled_forward`]) and the keys of every rank for the
 //!   queue ([`Dist::all_gather`]);
-//! - SyncBN ([`sync_batch_norm`]): batch statistics over every rank's samples, through a
-//!   differentiable all-gather ([`Dist::all_gather_autograd`]).
+//! - SyncBN ([`sync_batch_norm`]): batch statistics over every rank's samples, one all-gather in
+//!   the forward and one all-reduce in the backward of each layer;
+//! - rank 0 alone running something long (the k-NN monitor) while the others wait for it through
+//!   the store, without a collective timeout ([`Dist::on_main`]).
 //!
 //! [`crate::train_distributed`] wires them into training (`regioncl train` under `torchrun` or
 //! `srun`): each rank reads its [`crate::RankShare`] of every global batch, rank 0 alone writes.
+//!
+//! On NCCL a collective does not block the host: it is ordered on the current CUDA stream, as in
+//! PyTorch, and the host only waits where it reads a result (a loss, a barrier). On Gloo the host
+//! waits for each collective.
 //!
 //! Failure is an error, not a hang: the rendezvous gives up after the timeout naming the address
 //! and the rank, and a collective whose peer died or stalled fails (Gloo: at once when the peer's
 //! connection closes, else after the timeout; NCCL: its watchdog ends the process after the
 //! timeout).
+//!
+//! A launched world of one (`torchrun --nproc-per-node 1`) runs without a group, every collective
+//! the identity, unless the backend is named ([`DistOptions::backend`] `Nccl` or `Gloo`): then it
+//! builds a real group of one and runs every collective through it, which is how one GPU checks
+//! the NCCL path (`scripts/gpu_check.sh`).
 //!
 //! ```no_run
 //! use regioncl_trainer::{Dist, DistOptions};
@@ -47,6 +58,7 @@ mod sync_bn;
 pub use launch::{Launch, Launcher, first_host};
 pub use sync_bn::sync_batch_norm;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -61,10 +73,14 @@ use ffi::{Group, GroupSpec};
 /// fp32) go in one bucket.
 const BUCKET_BYTES: i64 = 256 << 20;
 
+/// How often a rank waiting in [`Dist::on_main`] asks the store whether rank 0 is done.
+const POLL_MS: u32 = 100;
+
 /// How to set a run up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DistOptions {
-    /// The collective library.
+    /// The collective library. Named (`Nccl`, `Gloo`), a launched world of one builds a group of
+    /// one too; `Auto` runs it as a single process.
     pub backend: DistBackend,
     /// Compute on CUDA (`cuda:LOCAL_RANK`) rather than the CPU.
     pub cuda: bool,
@@ -91,6 +107,8 @@ struct Inner {
     /// The group's device: `device`, or the CPU for Gloo under CUDA (collectives stage through it).
     group_device: Device,
     timeout: Duration,
+    /// [`Dist::on_main`] calls so far (every rank makes them in the same order).
+    on_main_calls: AtomicU64,
 }
 
 /// This process's place in a (possibly one-process) run, and the collectives over it. Cheap to
@@ -144,8 +162,15 @@ impl Dist {
             Some(DistBackend::Gloo) => Device::Cpu,
             _ => device,
         };
-        let inner =
-            Inner { launch, device, backend, group: Mutex::new(group), group_device, timeout };
+        let inner = Inner {
+            launch,
+            device,
+            backend,
+            group: Mutex::new(group),
+            group_device,
+            timeout,
+            on_main_calls: AtomicU64::new(0),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -158,8 +183,9 @@ impl Dist {
     }
 
     /// Joins the run `launch` describes: picks the device (`cuda:local_rank` when `opts.cuda`) and
-    /// makes it current, then, for a world of more than one, meets the other ranks and builds the
-    /// process group. Blocks until every rank has arrived or `opts.timeout` has passed.
+    /// makes it current, then, for a world of more than one (or a launched world of one with a
+    /// named backend), meets the other ranks and builds the process group. Blocks until every rank
+    /// has arrived or `opts.timeout` has passed.
     ///
     /// # Errors
     /// [`Error::Config`] for a local rank without its GPU or a backend that does not fit the
@@ -187,7 +213,8 @@ impl Dist {
         } else {
             Device::Cpu
         };
-        if !launch.is_distributed() {
+        let group_of_one = launch.launcher != Launcher::Single && opts.backend != DistBackend::Auto;
+        if !launch.is_distributed() && !group_of_one {
             return Ok(Self::from_parts(launch.clone(), device, None, None, opts.timeout));
         }
         let backend = match (opts.backend, device.is_cuda()) {
@@ -253,9 +280,10 @@ impl Dist {
         self.rank() == 0
     }
 
-    /// Whether more than one process takes part.
+    /// Whether this process is in a process group (more than one process, or a launched group of
+    /// one): its collectives are real, not the identity.
     pub fn is_distributed(&self) -> bool {
-        self.world() > 1
+        self.inner.backend.is_some()
     }
 
     /// The device this rank computes on.
@@ -558,5 +586,60 @@ impl Dist {
     /// The timeout of the rendezvous and of each collective.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// Runs `f` on rank 0 alone while the other ranks wait for it **without a collective
+    /// timeout**: rank 0 sets a flag in the rendezvous store when `f` is done (or failed), and the
+    /// others ask the store for it every 100 ms, so `f` may take longer than
+    /// [`Dist::timeout`] (the k-NN monitor on ImageNet). A waiting rank still notices a dead
+    /// rank 0: the store goes away with it (or, under torchrun's agent store, the agent ends the
+    /// run). Every rank calls it at the same point of the run; a world of one runs `f`.
+    ///
+    /// Returns `f`'s value on rank 0 and `None` on the others.
+    ///
+    /// # Errors
+    /// `f`'s error on rank 0; on the others [`Error::Dist`] naming `what` when `f` failed on rank 0
+    /// or the store could not be reached.
+    pub fn on_main<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        if !self.is_distributed() {
+            return f().map(Some);
+        }
+        let tag = format!("{}/{what}", self.inner.on_main_calls.fetch_add(1, Ordering::SeqCst));
+        if self.is_main() {
+            let out = f();
+            self.with_group(what, |g| g.publish(&tag, out.is_ok()))?;
+            return out.map(Some);
+        }
+        let ok = self.with_group(what, |g| g.await_flag(&tag, POLL_MS))?.expect("distributed");
+        if !ok {
+            return Err(self.err(what, "rank 0 failed (its log has the reason)".into()));
+        }
+        Ok(None)
+    }
+
+    /// Collectives this process has issued on its group (0 without one): per step, the number of
+    /// points where the ranks meet.
+    ///
+    /// # Errors
+    /// As [`Dist::all_reduce_sum_`].
+    pub fn num_collectives(&self) -> Result<u64> {
+        Ok(self.with_group("collectives", ffi::Group::collectives)?.unwrap_or(0))
+    }
+
+    /// [`sync_batch_norm`] on the group.
+    #[allow(clippy::too_many_arguments)]
+    fn sync_batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Option<Tensor>> {
+        self.with_group("sync_batch_norm", |g| {
+            g.sync_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps)
+        })
     }
 }
