@@ -85,6 +85,16 @@ fn train_photos_resume_is_exact_across_processes() {
     check_resume(&[]);
 }
 
+/// The same in bf16 with channels_last on the CPU, for every method (one process per run, the
+/// tiny recipe's one libtorch thread: the same thread count, the same bits).
+#[test]
+fn bf16_channels_last_resume_is_exact_across_processes_for_every_method() {
+    for method in ["regionclm", "mocov2", "regioncld", "densecl", "regioncls", "simsiam"] {
+        let method = format!("method={method}");
+        check_resume(&[&method, "run.precision=bf16", "run.channels_last=true"]);
+    }
+}
+
 /// A run killed with SIGKILL once it has written a checkpoint, started again with `--resume`:
 /// it continues from that checkpoint and ends with the losses of an uninterrupted run.
 #[test]

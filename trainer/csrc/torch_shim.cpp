@@ -1,8 +1,10 @@
 // What tch 0.24 lacks, in a few C entry points over libtorch (ATen) itself:
-//   - bf16 autocast on CUDA (tch's autocast is fp16 only and deprecated in libtorch),
+//   - bf16 autocast on the CPU and on CUDA (tch's autocast is fp16 only, CUDA only, and deprecated
+//     in libtorch),
 //   - channels_last memory format,
 //   - pinned host tensors for the loader's buffers,
-//   - multi-tensor (foreach / fused) SGD and EMA updates.
+//   - multi-tensor (foreach / fused) SGD and EMA updates,
+//   - the CUDA caching allocator's peak memory statistics.
 //
 // Tensors cross the boundary as tch's `C_tensor*`, which torch-sys defines as `torch::Tensor*`
 // (= `at::Tensor*`). New tensors are returned as `new at::Tensor(...)`; tch's `Drop` deletes them
@@ -13,6 +15,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/CachingDeviceAllocator.h>
 
 #include <cstdint>
 #include <exception>
@@ -23,7 +26,13 @@
 
 namespace {
 
-at::DeviceType device_type(int cuda) { return cuda != 0 ? at::kCUDA : at::kCPU; }
+// The device types autocast is asked about (c10::DeviceType codes, as the Rust side passes them).
+at::DeviceType autocast_device(int device_type) {
+  const auto dt = static_cast<at::DeviceType>(device_type);
+  TORCH_CHECK(dt == at::kCPU || dt == at::kCUDA, "autocast on device type ", device_type,
+              ": only CPU (0) and CUDA (1)");
+  return dt;
+}
 
 std::vector<at::Tensor> tensor_list(at::Tensor* const* ts, size_t n) {
   std::vector<at::Tensor> v;
@@ -39,12 +48,13 @@ extern "C" {
 
 const char* rcl_last_error() { return g_last_error.c_str(); }
 
-// Enters an autocast region on `cuda ? CUDA : CPU`, like `torch.autocast(device, dtype, enabled)`:
-// records the previous state, sets enabled/dtype, increments the nesting counter.
-// `dtype` is a c10::ScalarType code (15 = BFloat16, 5 = Half).
-int rcl_autocast_enter(int cuda, int enabled, int dtype, int* prev_enabled, int* prev_dtype) {
+// Enters an autocast region on `device_type` (a c10::DeviceType code: 0 = CPU, 1 = CUDA), like
+// `torch.autocast(device, dtype, enabled)`: records the previous state, sets enabled/dtype,
+// increments the nesting counter. `dtype` is a c10::ScalarType code (15 = BFloat16, 5 = Half).
+int rcl_autocast_enter(int device_type, int enabled, int dtype, int* prev_enabled,
+                       int* prev_dtype) {
   RCL_TRY({
-    const auto dt = device_type(cuda);
+    const auto dt = autocast_device(device_type);
     *prev_enabled = at::autocast::is_autocast_enabled(dt) ? 1 : 0;
     *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dt));
     at::autocast::set_autocast_enabled(dt, enabled != 0);
@@ -55,17 +65,17 @@ int rcl_autocast_enter(int cuda, int enabled, int dtype, int* prev_enabled, int*
 
 // Leaves an autocast region: decrements the nesting counter (clearing the cast cache when the
 // outermost region ends, as `torch.autocast.__exit__` does) and restores the previous state.
-int rcl_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
+int rcl_autocast_exit(int device_type, int prev_enabled, int prev_dtype) {
   RCL_TRY({
-    const auto dt = device_type(cuda);
+    const auto dt = autocast_device(device_type);
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     at::autocast::set_autocast_enabled(dt, prev_enabled != 0);
     at::autocast::set_autocast_dtype(dt, static_cast<at::ScalarType>(prev_dtype));
   })
 }
 
-int rcl_autocast_is_enabled(int cuda, int* out) {
-  RCL_TRY(*out = at::autocast::is_autocast_enabled(device_type(cuda)) ? 1 : 0)
+int rcl_autocast_is_enabled(int device_type, int* out) {
+  RCL_TRY(*out = at::autocast::is_autocast_enabled(autocast_device(device_type)) ? 1 : 0)
 }
 
 // `t.contiguous(memory_format)`: 1 = channels_last, 0 = contiguous (NCHW).
@@ -120,6 +130,24 @@ int rcl_ema_update(at::Tensor* const* k, at::Tensor* const* q, size_t n, double 
     at::_foreach_mul_(kk, m);
     at::_foreach_add_(kk, qq, 1.0 - m);
   })
+}
+
+// The CUDA caching allocator's peaks on device `index` since the last reset: bytes allocated to
+// tensors and bytes reserved from the driver (what nvidia-smi counts, less the CUDA context).
+// Fails without CUDA.
+int rcl_cuda_peak_memory(int index, uint64_t* allocated, uint64_t* reserved) {
+  RCL_TRY({
+    const auto stats =
+        c10::getDeviceAllocator(at::kCUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(index));
+    const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    *allocated = static_cast<uint64_t>(stats.allocated_bytes[all].peak);
+    *reserved = static_cast<uint64_t>(stats.reserved_bytes[all].peak);
+  })
+}
+
+// Resets the peaks of `rcl_cuda_peak_memory` to the current values.
+int rcl_cuda_reset_peak_memory(int index) {
+  RCL_TRY(c10::getDeviceAllocator(at::kCUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(index)))
 }
 
 }  // extern "C"

@@ -218,61 +218,83 @@ impl BatchNorm2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_devices;
     use tch::Device;
 
-    fn layer(c: i64) -> (ParamStore, BatchNorm2d) {
+    fn layer(c: i64, device: Device) -> (ParamStore, BatchNorm2d) {
         let mut store = ParamStore::new();
         let bn = BatchNorm2d::new(&mut store, "bn", c);
         tch::no_grad(|| {
             let _ = store.get("bn.weight").unwrap().shallow_clone().uniform_(0.5, 1.5);
             let _ = store.get("bn.bias").unwrap().shallow_clone().uniform_(-0.5, 0.5);
         });
+        store.to_device(device);
         (store, bn)
     }
 
-    /// Group s normalised alone equals chunk s of the split forward (train mode, output and stats).
+    /// Group s normalised alone equals chunk s of the split forward (train mode, output and stats),
+    /// in fp32 NCHW and channels_last, and for a bf16 channels_last input (kept bf16 and
+    /// channels_last, within bf16's rounding), on every device.
     #[test]
     fn chunked_equals_per_group_bn_and_reshape() {
+        for d in test_devices() {
+            for kind in [Kind::Float, Kind::BFloat16] {
+                chunked_case(d, kind);
+            }
+        }
+    }
+
+    fn chunked_case(d: Device, kind: Kind) {
+        let what = format!("{d:?} {kind:?}");
+        // bf16 activations round to 8 significant bits (2^-9 relative).
+        let tol = if kind == Kind::BFloat16 { 2e-2 } else { 1e-5 };
         tch::manual_seed(1);
-        let (store, bn) = layer(5);
-        let x = Tensor::randn([8, 5, 3, 4], (Kind::Float, Device::Cpu)) * 2.0 + 0.3;
-        let x_cl = crate::shim::to_channels_last(&x).unwrap();
+        let (store, bn) = layer(5, d);
+        let x = (Tensor::randn([8, 5, 3, 4], (Kind::Float, Device::Cpu)) * 2.0 + 0.3).to_device(d);
+        let x_cl = crate::shim::to_channels_last(&x.to_kind(kind)).unwrap();
         let y = bn.forward(&x_cl, BnMode::train(4, SplitBnImpl::Chunked));
-        assert!(crate::shim::is_channels_last(&y), "chunked split BN keeps channels_last");
+        assert!(crate::shim::is_channels_last(&y), "{what}: chunked split BN keeps channels_last");
+        assert_eq!(y.kind(), kind, "{what}: keeps the activation kind");
+        let y = y.to_kind(Kind::Float);
         let rm_chunked = store.get("bn.running_mean").unwrap().copy();
         let rv_chunked = store.get("bn.running_var").unwrap().copy();
 
-        let (store2, bn2) = layer(5);
+        let (store2, bn2) = layer(5, d);
         store2.copy_from(&store).unwrap();
         for name in ["bn.running_mean", "bn.running_var"] {
             let v = if name.ends_with("mean") { 0.0 } else { 1.0 };
             let _ = store2.get(name).unwrap().shallow_clone().fill_(v);
         }
-        let y2 = bn2.forward(&x, BnMode::train(4, SplitBnImpl::Reshape));
-        assert!(y.allclose(&y2, 1e-5, 1e-5, false));
-        assert!(rm_chunked.allclose(store2.get("bn.running_mean").unwrap(), 1e-6, 1e-6, false));
-        assert!(rv_chunked.allclose(store2.get("bn.running_var").unwrap(), 1e-6, 1e-6, false));
+        let xr = x.to_kind(kind).to_kind(Kind::Float); // the same (rounded) input in fp32
+        let y2 = bn2.forward(&xr, BnMode::train(4, SplitBnImpl::Reshape));
+        assert!(y.allclose(&y2, tol, tol, false), "{what}");
+        let (rm2, rv2) =
+            (store2.get("bn.running_mean").unwrap(), store2.get("bn.running_var").unwrap());
+        assert!(rm_chunked.allclose(rm2, 1e-5, 1e-6, false), "{what}");
+        assert!(rv_chunked.allclose(rv2, 1e-5, 1e-6, false), "{what}");
 
         // Independent reference: each group through its own plain BN.
         for s in 0..4 {
-            let (st, b) = layer(5);
+            let (st, b) = layer(5, d);
             st.copy_from(&store).unwrap();
-            let g = x.narrow(0, 2 * s, 2);
+            let g = xr.narrow(0, 2 * s, 2);
             let ys = b.forward(&g, BnMode::train(1, SplitBnImpl::Chunked));
-            assert!(ys.allclose(&y.narrow(0, 2 * s, 2), 1e-5, 1e-5, false));
+            assert!(ys.allclose(&y.narrow(0, 2 * s, 2), tol, tol, false), "{what}: group {s}");
         }
         // Running mean = mean of the per-group updates: 0.9 * 0 + 0.1 * mean_s(mean of group s).
-        let group_means = x.reshape([4, 2, 5, 12]).mean_dim([1, 3].as_slice(), false, Kind::Float);
+        let group_means = xr.reshape([4, 2, 5, 12]).mean_dim([1, 3].as_slice(), false, Kind::Float);
         let expect = group_means.mean_dim(0, false, Kind::Float) * 0.1;
-        assert!(rm_chunked.allclose(&expect, 1e-5, 1e-6, false));
+        assert!(rm_chunked.allclose(&expect, 1e-5, 1e-6, false), "{what}");
     }
 
     #[test]
     fn eval_uses_running_stats() {
-        let (_store, bn) = layer(3);
-        let x = Tensor::randn([2, 3, 2, 2], (Kind::Float, Device::Cpu));
-        let y = bn.forward(&x, BnMode::eval());
-        let y2 = bn.forward(&x.narrow(0, 0, 1), BnMode::eval());
-        assert!(y.narrow(0, 0, 1).allclose(&y2, 1e-6, 1e-6, false));
+        for d in test_devices() {
+            let (_store, bn) = layer(3, d);
+            let x = Tensor::randn([2, 3, 2, 2], (Kind::Float, d));
+            let y = bn.forward(&x, BnMode::eval());
+            let y2 = bn.forward(&x.narrow(0, 0, 1), BnMode::eval());
+            assert!(y.narrow(0, 0, 1).allclose(&y2, 1e-6, 1e-6, false), "{d:?}");
+        }
     }
 }

@@ -25,35 +25,37 @@ mod tests {
     use super::*;
     use crate::config::{Arch, Stem};
     use crate::model::{Encoder, ResNetSpec};
-    use tch::Device;
+    use crate::runtime::test_devices;
 
     /// docs/method.md 11.3 #8.
     #[test]
     fn ema_of_trainable_parameters_only() {
-        tch::manual_seed(0);
-        let spec = ResNetSpec {
-            arch: Arch::ResNet18,
-            stem: Stem::Small,
-            width: 4,
-            init: crate::config::InitScheme::OpenSelfSup,
-            zero_init_residual: false,
-        };
-        let q = Encoder::new(spec, 16, 8, Device::Cpu, false).unwrap();
-        let mut k = Encoder::new(spec, 16, 8, Device::Cpu, false).unwrap();
-        k.store_mut().freeze();
-        // Give the key encoder distinct buffers to see that they stay.
-        for e in k.store().buffers() {
-            let _ = e.tensor.shallow_clone().fill_(3);
-        }
-        let before: Vec<Tensor> = k.store().entries().iter().map(|e| e.tensor.copy()).collect();
-        let m = 0.99;
-        momentum_update(k.store(), q.store(), m).unwrap();
-        for (e, old) in k.store().entries().iter().zip(&before) {
-            if e.trainable {
-                let expect = old * m + q.store().get(&e.name).unwrap() * (1.0 - m);
-                assert!(e.tensor.allclose(&expect, 1e-6, 1e-7, false), "{}", e.name);
-            } else {
-                assert!(e.tensor.equal(old), "buffer {} changed", e.name);
+        for d in test_devices() {
+            tch::manual_seed(0);
+            let spec = ResNetSpec {
+                arch: Arch::ResNet18,
+                stem: Stem::Small,
+                width: 4,
+                init: crate::config::InitScheme::OpenSelfSup,
+                zero_init_residual: false,
+            };
+            let q = Encoder::new(spec, 16, 8, d, false).unwrap();
+            let mut k = Encoder::new(spec, 16, 8, d, false).unwrap();
+            k.store_mut().freeze();
+            // Give the key encoder distinct buffers to see that they stay.
+            for e in k.store().buffers() {
+                let _ = e.tensor.shallow_clone().fill_(3);
+            }
+            let before: Vec<Tensor> = k.store().entries().iter().map(|e| e.tensor.copy()).collect();
+            let m = 0.99;
+            momentum_update(k.store(), q.store(), m).unwrap();
+            for (e, old) in k.store().entries().iter().zip(&before) {
+                if e.trainable {
+                    let expect = old * m + q.store().get(&e.name).unwrap() * (1.0 - m);
+                    assert!(e.tensor.allclose(&expect, 1e-6, 1e-7, false), "{}", e.name);
+                } else {
+                    assert!(e.tensor.equal(old), "buffer {} changed", e.name);
+                }
             }
         }
     }

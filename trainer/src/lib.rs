@@ -7,7 +7,8 @@
 //! The methods follow `docs/method.md` (sections 2-6) and the paper (Xu et al., *RegionCL*,
 //! <https://arxiv.org/abs/2111.12309>, Section 3). On CUDA the encoders run under bf16 autocast
 //! with channels_last tensors (through a small C++ shim, `csrc/torch_shim.cpp`); on the CPU in
-//! fp32, so everything runs in tests without a GPU.
+//! fp32 by default, or in bf16 with channels_last as on CUDA (`run.precision = "bf16"`), so the
+//! reduced-precision path runs in tests without a GPU.
 //!
 //! ```no_run
 //! use regioncl_trainer::{Config, SyntheticSource, TrainOptions, train};
@@ -39,6 +40,7 @@ mod gpu_augment;
 mod init;
 mod input;
 mod loss;
+mod memory;
 mod method;
 mod metrics;
 mod model;
@@ -77,6 +79,7 @@ pub use crate::loss::{
     RegionPredictions, RegionQueries, dense_correspondence, dense_loss, info_nce, instance_loss,
     negative_cosine, region_loss, region_positive_loss, simsiam_loss,
 };
+pub use crate::memory::PeakMemory;
 pub use crate::method::{
     DenseContrast, MomentumContrast, MomentumEncoders, Pretrainer, SimSiam, StepLosses,
     build_pretrainer,

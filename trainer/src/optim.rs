@@ -182,42 +182,48 @@ impl Sgd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_devices;
     use tch::Kind;
 
-    /// Two steps against PyTorch's SGD formula written out by hand, with a fixed-LR group.
+    /// Two steps against PyTorch's SGD formula written out by hand, with a fixed-LR group, on every
+    /// device (`_fused_sgd_` on CUDA, `_foreach` ops on the CPU).
     #[test]
     fn matches_pytorch_sgd() {
-        tch::manual_seed(0);
-        let mut store = ParamStore::new();
-        let _ = store.add_param("w".into(), Tensor::randn([3, 4], (Kind::Float, Device::Cpu)));
-        let mut head = ParamStore::new();
-        let _ = head.add_param("h".into(), Tensor::randn([2], (Kind::Float, Device::Cpu)));
-        let mut sgd = Sgd::new(0.9, true);
-        sgd.add_group(&store, "", 1e-4, 1.0, None);
-        sgd.add_group(&head, "pred.", 1e-4, 1.0, Some(0.05));
-        let x = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-        let w = store.get("w").unwrap();
-        let h = head.get("h").unwrap();
-        let mut w_ref = w.detach().copy();
-        let mut v_ref = w_ref.zeros_like();
-        let mut h_ref = h.detach().copy();
-        let mut hv_ref = h_ref.zeros_like();
-        for (step, lr) in [0.1, 0.07].into_iter().enumerate() {
-            sgd.zero_grad();
-            let loss = x.matmul(w).pow_tensor_scalar(2).sum(Kind::Float) + (h * h).sum(Kind::Float);
-            loss.backward();
-            let g = w.grad().copy();
-            let hg = h.grad().copy();
-            sgd.step(lr).unwrap();
-            v_ref = &v_ref * 0.9 + (g + &w_ref * 1e-4);
-            w_ref = &w_ref - &v_ref * lr;
-            hv_ref = &hv_ref * 0.9 + (hg + &h_ref * 1e-4);
-            h_ref = &h_ref - &hv_ref * 0.05;
-            assert!(w.allclose(&w_ref, 1e-6, 1e-7, false), "step {step}");
-            assert!(h.allclose(&h_ref, 1e-6, 1e-7, false), "fixed-lr group, step {step}");
+        for d in test_devices() {
+            tch::manual_seed(0);
+            let mut store = ParamStore::new();
+            let _ = store.add_param("w".into(), Tensor::randn([3, 4], (Kind::Float, d)));
+            let mut head = ParamStore::new();
+            let _ = head.add_param("h".into(), Tensor::randn([2], (Kind::Float, d)));
+            let mut sgd = Sgd::new(0.9, true);
+            sgd.add_group(&store, "", 1e-4, 1.0, None);
+            sgd.add_group(&head, "pred.", 1e-4, 1.0, Some(0.05));
+            let x = Tensor::randn([5, 3], (Kind::Float, d));
+            let w = store.get("w").unwrap();
+            let h = head.get("h").unwrap();
+            let mut w_ref = w.detach().copy();
+            let mut v_ref = w_ref.zeros_like();
+            let mut h_ref = h.detach().copy();
+            let mut hv_ref = h_ref.zeros_like();
+            for (step, lr) in [0.1, 0.07].into_iter().enumerate() {
+                sgd.zero_grad();
+                let loss =
+                    x.matmul(w).pow_tensor_scalar(2).sum(Kind::Float) + (h * h).sum(Kind::Float);
+                loss.backward();
+                let g = w.grad().copy();
+                let hg = h.grad().copy();
+                sgd.step(lr).unwrap();
+                v_ref = &v_ref * 0.9 + (g + &w_ref * 1e-4);
+                w_ref = &w_ref - &v_ref * lr;
+                hv_ref = &hv_ref * 0.9 + (hg + &h_ref * 1e-4);
+                h_ref = &h_ref - &hv_ref * 0.05;
+                assert!(w.allclose(&w_ref, 1e-6, 1e-7, false), "step {step}");
+                assert!(h.allclose(&h_ref, 1e-6, 1e-7, false), "fixed-lr group, step {step}");
+            }
+            let state = sgd.export();
+            assert_eq!(state.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w", "pred.h"]);
+            let v_ref = v_ref.to_device(state[0].1.device());
+            assert!(state[0].1.allclose(&v_ref, 1e-6, 1e-7, false));
         }
-        let state = sgd.export();
-        assert_eq!(state.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w", "pred.h"]);
-        assert!(state[0].1.allclose(&v_ref, 1e-6, 1e-7, false));
     }
 }

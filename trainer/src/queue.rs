@@ -109,21 +109,24 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_devices;
 
     /// docs/method.md 11.3 #9: columns [ptr, ptr+N) hold k^T, ptr advances and wraps.
     #[test]
     fn enqueue_writes_columns_and_wraps() {
-        tch::manual_seed(0);
-        let mut q = Queue::new(4, 6, Device::Cpu);
-        let norms = q.keys().norm_scalaropt_dim(2, [0].as_slice(), false);
-        assert!(norms.allclose(&Tensor::ones([6], (Kind::Float, Device::Cpu)), 1e-5, 1e-6, false));
-        for step in 0..4 {
-            let k = Tensor::randn([2, 4], (Kind::Float, Device::Cpu));
-            let before = q.ptr();
-            q.enqueue(&k).unwrap();
-            assert_eq!(q.keys().narrow(1, before, 2), k.transpose(0, 1));
-            assert_eq!(q.ptr(), (before + 2) % 6, "step {step}");
+        for d in test_devices() {
+            tch::manual_seed(0);
+            let mut q = Queue::new(4, 6, d);
+            let norms = q.keys().norm_scalaropt_dim(2, [0].as_slice(), false);
+            assert!(norms.allclose(&Tensor::ones([6], (Kind::Float, d)), 1e-5, 1e-6, false));
+            for step in 0..4 {
+                let k = Tensor::randn([2, 4], (Kind::Float, d));
+                let before = q.ptr();
+                q.enqueue(&k).unwrap();
+                assert_eq!(q.keys().narrow(1, before, 2), k.transpose(0, 1));
+                assert_eq!(q.ptr(), (before + 2) % 6, "step {step}");
+            }
+            assert!(q.enqueue(&Tensor::zeros([4, 4], (Kind::Float, d))).is_err());
         }
-        assert!(q.enqueue(&Tensor::zeros([4, 4], (Kind::Float, Device::Cpu))).is_err());
     }
 }

@@ -97,7 +97,7 @@ impl Setup {
     ///
     /// # Errors
     /// [`Error::Config`] naming the key: an invalid config, a batch or BN groups that the world
-    /// does not divide ([`Config::batch_split`]), bf16 off CUDA, or SyncBN on CUDA over Gloo.
+    /// does not divide ([`Config::batch_split`]), or SyncBN on CUDA over Gloo.
     pub fn for_dist(config: &Config, dist: &Dist) -> Result<Self> {
         config.validate()?;
         let batch = config.batch_split(dist.rank(), dist.world())?;

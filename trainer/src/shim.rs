@@ -1,5 +1,5 @@
-//! Safe wrappers over the C++ shim (`csrc/torch_shim.cpp`): bf16 autocast, channels_last, pinned
-//! host memory, multi-tensor SGD and EMA updates.
+//! Safe wrappers over the C++ shim (`csrc/torch_shim.cpp`): bf16 autocast (CPU and CUDA),
+//! channels_last, pinned host memory, multi-tensor SGD and EMA updates.
 
 use std::ffi::{CStr, c_char, c_int};
 
@@ -13,14 +13,14 @@ type CTensor = torch_sys::C_tensor;
 unsafe extern "C" {
     fn rcl_last_error() -> *const c_char;
     fn rcl_autocast_enter(
-        cuda: c_int,
+        device_type: c_int,
         enabled: c_int,
         dtype: c_int,
         prev_enabled: *mut c_int,
         prev_dtype: *mut c_int,
     ) -> c_int;
-    fn rcl_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int) -> c_int;
-    fn rcl_autocast_is_enabled(cuda: c_int, out: *mut c_int) -> c_int;
+    fn rcl_autocast_exit(device_type: c_int, prev_enabled: c_int, prev_dtype: c_int) -> c_int;
+    fn rcl_autocast_is_enabled(device_type: c_int, out: *mut c_int) -> c_int;
     fn rcl_contiguous(t: *const CTensor, channels_last: c_int, out: *mut *mut CTensor) -> c_int;
     fn rcl_is_channels_last(t: *const CTensor, out: *mut c_int) -> c_int;
     fn rcl_empty_pinned(
@@ -46,6 +46,8 @@ unsafe extern "C" {
         n: usize,
         m: f64,
     ) -> c_int;
+    fn rcl_cuda_peak_memory(index: c_int, allocated: *mut u64, reserved: *mut u64) -> c_int;
+    fn rcl_cuda_reset_peak_memory(index: c_int) -> c_int;
 }
 
 fn check(op: &'static str, rc: c_int) -> Result<()> {
@@ -71,32 +73,44 @@ fn scalar_type(kind: Kind) -> Result<c_int> {
     })
 }
 
-/// An autocast region (`torch.autocast(device, dtype, enabled)`): entered on creation, left on drop,
-/// which restores the previous state. Regions nest; the cast cache is cleared when the outermost one
-/// ends.
+/// The c10::DeviceType code of the devices autocast runs on.
+fn autocast_device_type(device: Device) -> Result<c_int> {
+    match device {
+        Device::Cpu => Ok(0),
+        Device::Cuda(_) => Ok(1),
+        other => Err(Error::Unsupported(format!("autocast on {other:?}"))),
+    }
+}
+
+/// An autocast region (`torch.autocast(device_type, dtype, enabled)`) on the CPU or on CUDA:
+/// entered on creation, left on drop, which restores the previous state. Regions nest; the cast
+/// cache is cleared when the outermost one ends. The state is per thread and per device type: a
+/// CPU region does not touch CUDA's, and the other way round.
 #[derive(Debug)]
 pub struct AutocastGuard {
-    cuda: c_int,
+    device_type: c_int,
     prev_enabled: c_int,
     prev_dtype: c_int,
 }
 
 impl AutocastGuard {
-    /// Enters autocast with `kind` (bf16 or fp16) on `device` when `enabled`; with `enabled = false`
-    /// it is a region with autocast switched off (for an fp32 loss head inside a bf16 step).
+    /// Enters autocast with `kind` (bf16 or fp16) on `device`'s type when `enabled`; with
+    /// `enabled = false` it is a region with autocast switched off (for an fp32 loss head inside a
+    /// bf16 step, or fp32 colour ops whatever the caller's region).
     ///
     /// # Errors
-    /// A kind other than BFloat16/Half, or a libtorch failure.
+    /// A kind other than BFloat16/Half, a device other than the CPU or CUDA, or a libtorch
+    /// failure.
     pub fn new(device: Device, kind: Kind, enabled: bool) -> Result<Self> {
         if !matches!(kind, Kind::BFloat16 | Kind::Half) {
             return Err(Error::Unsupported(format!("autocast to {kind:?}")));
         }
-        let cuda = c_int::from(device.is_cuda());
+        let device_type = autocast_device_type(device)?;
         let (mut prev_enabled, mut prev_dtype) = (0, 0);
         // SAFETY: both out-pointers are live, writable locals.
         let rc = unsafe {
             rcl_autocast_enter(
-                cuda,
+                device_type,
                 c_int::from(enabled),
                 scalar_type(kind)?,
                 &mut prev_enabled,
@@ -104,23 +118,25 @@ impl AutocastGuard {
             )
         };
         check("autocast_enter", rc)?;
-        Ok(Self { cuda, prev_enabled, prev_dtype })
+        Ok(Self { device_type, prev_enabled, prev_dtype })
     }
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
         // SAFETY: plain values; restores the state recorded on entry.
-        let rc = unsafe { rcl_autocast_exit(self.cuda, self.prev_enabled, self.prev_dtype) };
+        let rc = unsafe { rcl_autocast_exit(self.device_type, self.prev_enabled, self.prev_dtype) };
         debug_assert_eq!(rc, 0, "autocast exit failed");
     }
 }
 
-/// Whether autocast is enabled for `device`'s type on this thread.
+/// Whether autocast is enabled for `device`'s type on this thread (false for devices autocast does
+/// not run on).
 pub fn autocast_enabled(device: Device) -> bool {
+    let Ok(device_type) = autocast_device_type(device) else { return false };
     let mut out = 0;
     // SAFETY: `out` is a live, writable local.
-    let rc = unsafe { rcl_autocast_is_enabled(c_int::from(device.is_cuda()), &mut out) };
+    let rc = unsafe { rcl_autocast_is_enabled(device_type, &mut out) };
     rc == 0 && out != 0
 }
 
@@ -237,51 +253,104 @@ pub(crate) fn upload(t: &Tensor, device: Device) -> Tensor {
     t.to_device_(device, t.kind(), true, false)
 }
 
+fn cuda_index(index: usize) -> Result<c_int> {
+    c_int::try_from(index).map_err(|_| Error::Input(format!("CUDA device {index}")))
+}
+
+/// The CUDA caching allocator's peaks on device `index` since the last
+/// [`cuda_reset_peak_memory`]: `(bytes allocated to tensors, bytes reserved from the driver)`.
+///
+/// # Errors
+/// No CUDA in this process, or a bad index.
+pub(crate) fn cuda_peak_memory(index: usize) -> Result<(u64, u64)> {
+    let (mut allocated, mut reserved) = (0, 0);
+    // SAFETY: both out-pointers are live, writable locals.
+    let rc = unsafe { rcl_cuda_peak_memory(cuda_index(index)?, &mut allocated, &mut reserved) };
+    check("cuda_peak_memory", rc)?;
+    Ok((allocated, reserved))
+}
+
+/// Resets the peaks of [`cuda_peak_memory`] to the current values.
+///
+/// # Errors
+/// As [`cuda_peak_memory`].
+pub(crate) fn cuda_reset_peak_memory(index: usize) -> Result<()> {
+    // SAFETY: a plain value; the allocator checks the index.
+    check("cuda_reset_peak_memory", unsafe { rcl_cuda_reset_peak_memory(cuda_index(index)?) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_devices;
 
     #[test]
     fn channels_last_round_trip() {
-        let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, Device::Cpu)).reshape([2, 3, 4, 5]);
-        assert!(!is_channels_last(&x));
-        let y = to_channels_last(&x).unwrap();
-        assert!(is_channels_last(&y));
-        assert_eq!(y.stride(), vec![60, 1, 15, 3]);
-        assert!(y.equal(&x));
+        for device in test_devices() {
+            let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, device)).reshape([2, 3, 4, 5]);
+            assert!(!is_channels_last(&x));
+            let y = to_channels_last(&x).unwrap();
+            assert!(is_channels_last(&y));
+            assert_eq!(y.stride(), vec![60, 1, 15, 3]);
+            assert!(y.equal(&x));
+        }
     }
 
+    /// On the CPU as on CUDA: a region casts matmuls to bf16, a disabled region inside it
+    /// restores fp32, and the regions of one device type leave the other's alone.
     #[test]
     fn autocast_guard_nests_and_restores() {
-        let cpu = Device::Cpu;
-        assert!(!autocast_enabled(cpu));
-        {
-            let _on = AutocastGuard::new(cpu, Kind::BFloat16, true).unwrap();
-            assert!(autocast_enabled(cpu));
-            let a = Tensor::ones([4, 4], (Kind::Float, cpu));
-            assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+        for device in test_devices() {
+            assert!(!autocast_enabled(device));
             {
-                let _off = AutocastGuard::new(cpu, Kind::BFloat16, false).unwrap();
-                assert!(!autocast_enabled(cpu));
-                assert_eq!(a.matmul(&a).kind(), Kind::Float);
+                let _on = AutocastGuard::new(device, Kind::BFloat16, true).unwrap();
+                assert!(autocast_enabled(device));
+                let other = if device.is_cuda() { Device::Cpu } else { Device::Cuda(0) };
+                assert!(!autocast_enabled(other), "{device:?} region leaks into {other:?}");
+                let a = Tensor::ones([4, 4], (Kind::Float, device));
+                assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+                {
+                    let _off = AutocastGuard::new(device, Kind::BFloat16, false).unwrap();
+                    assert!(!autocast_enabled(device));
+                    assert_eq!(a.matmul(&a).kind(), Kind::Float);
+                }
+                assert!(autocast_enabled(device));
             }
-            assert!(autocast_enabled(cpu));
+            assert!(!autocast_enabled(device));
         }
-        assert!(!autocast_enabled(cpu));
+        assert!(AutocastGuard::new(Device::Mps, Kind::BFloat16, true).is_err());
+        assert!(AutocastGuard::new(Device::Cpu, Kind::Float, true).is_err());
+    }
+
+    /// `_foreach` on every device, and `_fused_sgd_` on CUDA.
+    #[test]
+    fn sgd_matches_formula() {
+        for (device, fused) in
+            test_devices().into_iter().flat_map(|d| [(d, false), (d, d.is_cuda())])
+        {
+            tch::manual_seed(3);
+            let w = Tensor::randn([5, 3], (Kind::Float, device));
+            let g = Tensor::randn([5, 3], (Kind::Float, device));
+            let v = Tensor::randn([5, 3], (Kind::Float, device));
+            let (lr, mu, wd) = (0.1, 0.9, 1e-2);
+            let v_ref = &v * mu + (&g + &w * wd);
+            let w_ref = &w - &v_ref * lr;
+            sgd_step(&[&w], &[&g], &[&v], lr, mu, wd, fused).unwrap();
+            assert!(v.allclose(&v_ref, 1e-6, 1e-7, false), "{device:?} fused {fused}");
+            assert!(w.allclose(&w_ref, 1e-6, 1e-7, false), "{device:?} fused {fused}");
+        }
     }
 
     #[test]
-    fn foreach_sgd_matches_formula() {
-        tch::manual_seed(3);
-        let w = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-        let g = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-        let v = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-        let (lr, mu, wd) = (0.1, 0.9, 1e-2);
-        let v_ref = &v * mu + (&g + &w * wd);
-        let w_ref = &w - &v_ref * lr;
-        sgd_step(&[&w], &[&g], &[&v], lr, mu, wd, false).unwrap();
-        assert!(v.allclose(&v_ref, 1e-6, 1e-7, false));
-        assert!(w.allclose(&w_ref, 1e-6, 1e-7, false));
+    fn ema_matches_formula() {
+        for device in test_devices() {
+            tch::manual_seed(4);
+            let k = Tensor::randn([6], (Kind::Float, device));
+            let q = Tensor::randn([6], (Kind::Float, device));
+            let expect = &k * 0.99 + &q * 0.01;
+            ema_update(&[&k], &[&q], 0.99).unwrap();
+            assert!(k.allclose(&expect, 1e-6, 1e-7, false), "{device:?}");
+        }
     }
 
     #[test]

@@ -223,32 +223,34 @@ pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_devices;
 
     /// docs/method.md 11.3 #4.
     #[test]
     fn composite_pastes_partner_window_only() {
-        tch::manual_seed(0);
-        let b = 6;
-        let x = Tensor::randn([b, 3, 16, 16], (Kind::Float, Device::Cpu));
-        let pairing = Pairing::reversed_within(b, 1).unwrap();
-        assert!(pairing.indices().iter().enumerate().all(|(i, &j)| j != i as i64));
-        let pb = PixelBox { x: 3, y: 5, w: 8, h: 4 };
-        let comp = composite(&x, &pairing.tensor(Device::Cpu), &pb);
-        let inside = Tensor::zeros([16, 16], (Kind::Bool, Device::Cpu));
-        let _ = inside.narrow(0, 5, 4).narrow(1, 3, 8).fill_(1);
-        for i in 0..b {
-            let j = pairing.indices()[i as usize];
-            let expect = x.get(i).where_self(&inside.logical_not(), &x.get(j));
-            assert!(comp.get(i).equal(&expect), "composite {i}");
+        for d in test_devices() {
+            tch::manual_seed(0);
+            let b = 6;
+            let x = Tensor::randn([b, 3, 16, 16], (Kind::Float, d));
+            let pairing = Pairing::reversed_within(b, 1).unwrap();
+            assert!(pairing.indices().iter().enumerate().all(|(i, &j)| j != i as i64));
+            let pb = PixelBox { x: 3, y: 5, w: 8, h: 4 };
+            let comp = composite(&x, &pairing.tensor(d), &pb);
+            let inside = Tensor::zeros([16, 16], (Kind::Bool, d));
+            let _ = inside.narrow(0, 5, 4).narrow(1, 3, 8).fill_(1);
+            for i in 0..b {
+                let j = pairing.indices()[i as usize];
+                let expect = x.get(i).where_self(&inside.logical_not(), &x.get(j));
+                assert!(comp.get(i).equal(&expect), "composite {i}");
+            }
+            let same = composite(&x, &pairing.tensor(d), &PixelBox { x: 2, y: 2, w: 0, h: 4 });
+            assert!(same.equal(&x));
+            // Channels_last input stays channels_last.
+            let x_cl = crate::shim::to_channels_last(&x).unwrap();
+            let comp_cl = composite(&x_cl, &pairing.tensor(d), &pb);
+            assert!(crate::shim::is_channels_last(&comp_cl));
+            assert!(comp_cl.equal(&comp));
         }
-        let same =
-            composite(&x, &pairing.tensor(Device::Cpu), &PixelBox { x: 2, y: 2, w: 0, h: 4 });
-        assert!(same.equal(&x));
-        // Channels_last input stays channels_last.
-        let x_cl = crate::shim::to_channels_last(&x).unwrap();
-        let comp_cl = composite(&x_cl, &pairing.tensor(Device::Cpu), &pb);
-        assert!(crate::shim::is_channels_last(&comp_cl));
-        assert!(comp_cl.equal(&comp));
     }
 
     #[test]
@@ -263,20 +265,22 @@ mod tests {
     /// docs/method.md 11.3 #5.
     #[test]
     fn mask_pooling_identity() {
-        tch::manual_seed(1);
-        let f = Tensor::randn([3, 5, 7, 7], (Kind::Float, Device::Cpu));
-        let c = CellBox { x0: 2, y0: 1, w: 3, h: 4 };
-        let (a, b) = mask_pool(&f, &c);
-        let gap = f.mean_dim([2, 3].as_slice(), false, Kind::Float);
-        let lhs = &a * (49.0 - 12.0) + &b * 12.0;
-        assert!(lhs.allclose(&(gap * 49.0), 1e-4, 1e-5, false));
-        let mut sum = Tensor::zeros([3, 5], (Kind::Float, Device::Cpu));
-        for y in 1..5 {
-            for x in 2..5 {
-                sum += f.narrow(2, y, 1).narrow(3, x, 1).squeeze_dim(3).squeeze_dim(2);
+        for d in test_devices() {
+            tch::manual_seed(1);
+            let f = Tensor::randn([3, 5, 7, 7], (Kind::Float, d));
+            let c = CellBox { x0: 2, y0: 1, w: 3, h: 4 };
+            let (a, b) = mask_pool(&f, &c);
+            let gap = f.mean_dim([2, 3].as_slice(), false, Kind::Float);
+            let lhs = &a * (49.0 - 12.0) + &b * 12.0;
+            assert!(lhs.allclose(&(gap * 49.0), 1e-4, 1e-5, false));
+            let mut sum = Tensor::zeros([3, 5], (Kind::Float, d));
+            for y in 1..5 {
+                for x in 2..5 {
+                    sum += f.narrow(2, y, 1).narrow(3, x, 1).squeeze_dim(3).squeeze_dim(2);
+                }
             }
+            assert!(b.allclose(&(sum / 12.0), 1e-5, 1e-6, false));
         }
-        assert!(b.allclose(&(sum / 12.0), 1e-5, 1e-6, false));
     }
 
     /// docs/method.md 11.3 #12 through the trainer's types: the official sampler's clamped origins

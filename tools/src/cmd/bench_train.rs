@@ -1,7 +1,9 @@
 //! `regioncl bench train`: training-step throughput (img/s) of a method, model and batch on random
 //! pixels with real per-step plans (colour parameters, swap box, pairing), on the chosen device and
-//! precision. GPU timings are synchronised (every step reads its loss back). Compare with
-//! `scripts/bench_train_torch.py` on the same card, in the same call.
+//! precision, and the peak memory of the run (model, optimiser state, queues and the steps'
+//! activations: on CUDA the caching allocator's peak, on the CPU the process's peak resident set;
+//! see `regioncl_trainer::PeakMemory`). GPU timings are synchronised (every step reads its loss
+//! back). Compare with `scripts/bench_train_torch.py` on the same card, in the same call.
 //!
 //! Each method starts from its ImageNet recipe (`configs/<method>_r50_imagenet.toml`: heads, init,
 //! tau, ...), then the flags override batch, size, BN groups and device; `--method all` times the
@@ -13,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use regioncl_trainer::{
-    BatchSource, Config, Method, Setup, SyntheticSource, build_pretrainer, cosine_lr,
+    BatchSource, Config, Method, PeakMemory, Setup, SyntheticSource, build_pretrainer, cosine_lr,
 };
 
 /// Method to time.
@@ -91,7 +93,7 @@ pub struct BenchTrainArgs {
     /// Precision (`auto` = bf16 on CUDA, fp32 on CPU; `fp32`; `bf16`).
     #[arg(long, default_value = "auto")]
     pub precision: String,
-    /// channels_last on CUDA.
+    /// channels_last activations and weights.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub channels_last: bool,
     /// Untimed warm-up steps.
@@ -111,7 +113,7 @@ pub struct BenchTrainArgs {
 /// Runs the benchmark.
 pub fn run(args: BenchTrainArgs) -> Result<()> {
     println!(
-        "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait"
+        "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait  peak-mem"
     );
     for method in args.method.methods() {
         bench_one(&args, method).with_context(|| format!("bench {}", method.as_str()))?;
@@ -143,6 +145,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         Config::load(&path, &sets).with_context(|| format!("config {}", path.display()))?;
     let setup = Setup::single(&config)?;
     let rt = setup.runtime;
+    PeakMemory::reset(rt.device).context("resetting the peak memory")?;
     let mut model = build_pretrainer(&config, rt)?;
     let mut sgd = model.optimizer(&config);
     let mut source = SyntheticSource::new(&config);
@@ -160,12 +163,13 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         last = Some(model.step(input, &mut sgd, lr)?);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let peak = PeakMemory::since_reset(rt.device).context("reading the peak memory")?;
     let img_s = (args.steps as f64 * args.batch as f64) / secs;
     let ms = 1000.0 * secs / args.steps.max(1) as f64;
     let name = method.as_str();
     let groups = setup.batch.groups;
     println!(
-        "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%",
+        "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%  {:>6.2} GiB ({})",
         name,
         args.arch,
         args.batch,
@@ -175,7 +179,9 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         rt.describe(),
         img_s,
         ms,
-        100.0 * wait / secs
+        100.0 * wait / secs,
+        peak.bytes() as f64 / f64::from(1u32 << 30),
+        peak.scope()
     );
     if args.json {
         let l = last.map(|l| l.loss).unwrap_or(f64::NAN);
@@ -185,6 +191,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
                 "impl": "rust-tch", "method": name, "arch": args.arch, "batch": args.batch, "size": args.size,
                 "bn_splits": groups, "bn_impl": args.bn_impl, "runtime": rt.describe(),
                 "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
+                "peak_bytes": peak.bytes(), "peak_scope": peak.scope(), "peak": peak.to_string(),
             })
         );
     }

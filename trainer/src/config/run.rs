@@ -85,7 +85,7 @@ pub enum Precision {
     Auto,
     /// fp32 everywhere.
     Fp32,
-    /// bf16 autocast (CUDA only); the loss head stays fp32.
+    /// bf16 autocast, on CUDA or on the CPU; the loss head and the colour ops stay fp32.
     Bf16,
 }
 
@@ -97,7 +97,7 @@ pub struct RunConfig {
     pub device: DeviceChoice,
     /// Precision.
     pub precision: Precision,
-    /// channels_last activations and weights (CUDA only; ignored on the CPU).
+    /// channels_last activations and weights (on CUDA and on the CPU).
     pub channels_last: bool,
     /// cuDNN autotuning.
     pub cudnn_benchmark: bool,

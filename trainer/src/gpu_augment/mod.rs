@@ -7,9 +7,16 @@
 //! Vectorised over the batch: the parameters live on the host, so for every op (and every position
 //! of the jitter order) the samples it applies to are known without a device sync. Each op runs
 //! once on `index_select`ed samples with a per-sample factor tensor and is written back with
-//! `index_copy_`, so a sample pays only for the ops it has. The blur uses per-sample 1-D kernels
-//! zero-padded to the largest size in the batch, reflect padding by that largest half-width (the
-//! extra taps are zero and reflect padding agrees on the taps that are not), as two grouped convs.
+//! `index_copy_`, so a sample pays only for the ops it has.
+//!
+//! The ops run in fp32 whatever the caller's autocast region (an enclosing bf16 region is switched
+//! off for them). The blur is a direct separable filter: per-sample 1-D kernels zero-padded to the
+//! widest one in the batch, reflect padding by that half-width (the extra taps are zero and reflect
+//! padding agrees on the taps that are not), then one fused multiply-add per tap along each axis
+//! in fp32 elementwise ops. No convolution is involved, so the result does not depend on cuDNN's
+//! algorithm choice or on TF32 (which a CUDA conv in fp32 may use, about 1e-3 off), and
+//! `cudnn.benchmark` has nothing to re-tune when the number of blurred samples or the widest sigma
+//! changes from batch to batch.
 
 mod hsv;
 
@@ -114,35 +121,35 @@ fn blur(x: &Tensor, idx: &[i64], sigmas: &[f32]) -> Result<()> {
         gaussian_kernel(s, &mut k);
         kernels.push(k);
     }
-    let kmax = kernels.iter().map(Vec::len).max().unwrap_or(1) as i64;
-    let pad = kmax / 2;
+    let taps = kernels.iter().map(Vec::len).max().unwrap_or(1);
+    let pad = (taps / 2) as i64;
     let (_, _, h, w) = x.size4()?;
     if pad >= h || pad >= w {
         return Err(Error::Input(format!("blur half-width {pad} too large for a {w}x{h} view")));
     }
-    // Per sample and channel a kernel of kmax taps, centred, zero elsewhere: [n*3, kmax].
-    let mut taps = vec![0f32; kernels.len() * 3 * kmax as usize];
+    // Tap t of every sample, centred and zero outside its own kernel: [taps, n, 1, 1, 1].
+    let mut table = vec![0f32; taps * kernels.len()];
     for (s, k) in kernels.iter().enumerate() {
-        let off = (kmax as usize - k.len()) / 2;
-        for c in 0..3 {
-            let row = (s * 3 + c) * kmax as usize + off;
-            taps[row..row + k.len()].copy_from_slice(k);
+        let off = (taps - k.len()) / 2;
+        for (t, &v) in k.iter().enumerate() {
+            table[(off + t) * kernels.len() + s] = v;
         }
     }
-    let device = x.device();
-    let groups = 3 * idx.len() as i64;
-    let kw = crate::shim::upload(&Tensor::from_slice(&taps), device).view([groups, 1, 1, kmax]);
-    let kh = kw.view([groups, 1, kmax, 1]);
+    let n = idx.len() as i64;
+    let table = crate::shim::upload(&Tensor::from_slice(&table), x.device());
+    let table = table.view([taps as i64, n, 1, 1, 1]);
+    // sum_t k[t] * src[.., t .. t + len] along `dim`, accumulated in tap order.
+    let filter = |src: &Tensor, dim: i64, len: i64| {
+        let acc = src.narrow(dim, 0, len) * table.get(0);
+        for t in 1..taps as i64 {
+            let _ = acc.shallow_clone().addcmul_(&src.narrow(dim, t, len), &table.get(t));
+        }
+        acc
+    };
     apply_to(x, idx, |sub| {
-        let padded = sub.reflection_pad2d([pad, pad, pad, pad]).reshape([
-            1,
-            groups,
-            h + 2 * pad,
-            w + 2 * pad,
-        ]);
-        let rows = padded.conv2d(&kw, None::<Tensor>, [1], [0], [1], groups); // [1, n*3, H+2p, W]
-        let out = rows.conv2d(&kh, None::<Tensor>, [1], [0], [1], groups); // [1, n*3, H, W]
-        out.reshape([idx.len() as i64, 3, h, w])
+        let padded = sub.reflection_pad2d([pad, pad, pad, pad]); // [n, 3, H+2p, W+2p]
+        let rows = filter(&padded, 3, w); // [n, 3, H+2p, W]
+        filter(&rows, 2, h) // [n, 3, H, W]
     });
     Ok(())
 }
@@ -170,8 +177,12 @@ pub fn colour_batch(
             params.len()
         )));
     }
+    let device = pixels.device();
+    // fp32 whatever the caller's autocast region (the parity with the CPU ops is in fp32).
+    let _fp32 = crate::shim::autocast_enabled(device)
+        .then(|| crate::shim::AutocastGuard::new(device, Kind::BFloat16, false))
+        .transpose()?;
     tch::no_grad(|| {
-        let device = pixels.device();
         // u8 NHWC -> float NCHW in [0, 1] (one copy; planes contiguous for the per-sample ops).
         let x = pixels.permute([0, 3, 1, 2]).to_kind(Kind::Float).contiguous() / 255.0; // [B, 3, H, W]
         let select = |f: &dyn Fn(&ViewParams) -> bool| -> Vec<i64> {
