@@ -11,7 +11,7 @@ export REGIONCL_PYTHON := $(abspath $(VENV))/bin/python
 # The interpreter pyo3 (python/) configures its build for, as maturin does.
 export PYO3_PYTHON := $(REGIONCL_PYTHON)
 
-.PHONY: test demo bench venv data build release wheel pytest fmt clippy fuzz clean-data
+.PHONY: test demo bench venv data build release wheel pytest gpu-bundle fmt clippy fuzz clean-data
 
 test: venv data
 	$(CARGO) build --workspace --all-targets --release
@@ -44,6 +44,10 @@ pytest: wheel data
 	$(CARGO) build --release -p regioncl-py --examples
 	$(VENV)/bin/python -m mypy --strict python/regioncl
 	$(VENV)/bin/python -m pytest -q python/tests
+
+# What scripts/gpu_check.sh needs on a GPU machine without Rust, in .device/ (see the README).
+gpu-bundle: venv data
+	CARGO=$(CARGO) scripts/gpu_bundle.sh
 
 # The CUDA 13.0 headers torch's wheel lacks (host config, CCCL): trainer/build.rs compiles the NCCL
 # process group against them; without them `regioncl` builds with Gloo only.
