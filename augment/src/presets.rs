@@ -44,7 +44,7 @@ impl ViewSpec {
     /// for odd `i` (`global_transfo2`) blur p 0.1 and solarize p 0.2. The blur radius is U(0.1,
     /// 2.0).
     pub fn dino_global(i: usize) -> Self {
-        let (blur_p, solarize_p) = if i % 2 == 0 { (1.0, 0.0) } else { (0.1, 0.2) };
+        let (blur_p, solarize_p) = if i.is_multiple_of(2) { (1.0, 0.0) } else { (0.1, 0.2) };
         Self {
             scale: (0.4, 1.0),
             interpolation: Interpolation::Bicubic,

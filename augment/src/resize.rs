@@ -62,6 +62,7 @@ impl Resizer {
     /// # Errors
     /// [`Error::InvalidArgument`] when the crop is empty, not finite or not inside `src`, when the
     /// output size is 0, or when `dst` does not hold exactly `dst_w * dst_h * 3` bytes.
+    #[allow(clippy::too_many_arguments)] // the crop, the output and its size, the filter and the flip
     pub fn resize_crop(
         &mut self,
         src: &RgbImage,
