@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use regioncl_trainer::{Config, EvalSet, EvalView, FeatureSource, encode, random_encoder};
+use tch::Tensor;
 
 use crate::cli::{TempDir, data_dir, run_ok, workspace};
 
@@ -267,4 +268,87 @@ fn knn_and_linear_on_a_checkpoint() {
         &"--threads",
         &"2",
     ]);
+}
+
+/// Issue 12 #1: a checkpoint of every method, SimSiam's and RegionCL-S's (`encoder.*`) included,
+/// is evaluated (k-NN, k-NN of a random network of its architecture, linear probe) and exported.
+#[test]
+fn every_method_checkpoint_evaluates_and_exports() {
+    let (_, train, test) = fashion_mnist();
+    let dir = TempDir::new("eval-methods");
+    for method in ["regionclm", "mocov2", "densecl", "regioncld", "simsiam", "regioncls"] {
+        let run = dir.path().join(method);
+        let set = format!("method={method}");
+        run_ok(&[
+            &"train",
+            &"--config",
+            &workspace().join("configs/tiny_cpu.toml"),
+            &"--out",
+            &run,
+            &"--set",
+            &"model.width=8",
+            &"--set",
+            &set,
+            &"--set",
+            &"run.max_steps=2",
+        ]);
+        let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [
+            &"--checkpoint",
+            &run,
+            &"--train",
+            train,
+            &"--test",
+            test,
+            &"--threads",
+            &"2",
+            &"--batch=200",
+        ];
+        for extra in [None, Some("--random-init")] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &"knn", &"--k", &"20"];
+            args.extend(common);
+            args.extend(extra.as_ref().map(|e| e as &dyn AsRef<std::ffi::OsStr>));
+            let stdout = run_ok(&args);
+            assert!(stdout.contains("k=20"), "{method} {extra:?}: {stdout}");
+        }
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"eval", &"linear", &"--epochs", &"1", &"--no-aug"];
+        args.extend(common);
+        assert!(run_ok(&args).contains("best top-1"), "{method}: linear");
+        let out = dir.path().join(format!("{method}.safetensors"));
+        run_ok(&[&"export", &run, &"--to", &"torchvision", &"--out", &out]);
+        let tensors = Tensor::read_safetensors(&out).expect("exported file");
+        let conv1 = tensors.iter().find(|(n, _)| n == "conv1.weight").expect("conv1.weight");
+        assert_eq!(conv1.1.size(), [8, 3, 3, 3], "{method}: small stem at width 8");
+        assert!(tensors.iter().all(|(n, _)| !n.starts_with("fc.")), "{method}");
+    }
+}
+
+/// Issue 12 #7: `regioncl eval knn --json FILE | head -0`: with stdout's reader gone the command
+/// writes the JSON file, then exits 0 quietly (no panic); with stderr's reader gone it finishes and
+/// prints its results.
+#[test]
+fn eval_into_a_closed_pipe_exits_0_after_writing_the_json_file() {
+    let (_, train, test) = fashion_mnist();
+    let dir = TempDir::new("eval-pipe");
+    let json_file = dir.path().join("knn.json");
+    let eval = || {
+        let mut cmd = Command::new(crate::cli::regioncl());
+        cmd.args(["eval", "knn", "--pixels", "--crop", "28", "--resize", "28", "--k", "20"]);
+        cmd.arg("--train").arg(train).arg("--test").arg(test).arg("--json").arg(&json_file);
+        cmd
+    };
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = eval().stdout(writer).output().expect("run regioncl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{stderr}");
+    assert_eq!(knn_of(&json(&json_file)).len(), 1, "the JSON file is written first");
+    std::fs::remove_file(&json_file).expect("remove");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = eval().stderr(writer).output().expect("run regioncl");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("k=20"));
+    assert!(json_file.is_file());
 }

@@ -37,20 +37,20 @@ fn losses(run_dir: &Path) -> Vec<(u64, f64, f64, f64)> {
         .collect()
 }
 
+/// `regioncl train` of the tiny config at width 8 into `out`, with `--set`s and `flags`.
+fn train_cmd(out: &Path, sets: &[&str], flags: &[&str]) -> Command {
+    let mut cmd = Command::new(crate::cli::regioncl());
+    cmd.arg("train").arg("--config").arg(tiny()).arg("--out").arg(out);
+    for s in ["model.width=8", "run.log_every=1"].iter().chain(sets) {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(flags);
+    cmd
+}
+
 fn train(out: &Path, sets: &[&str], resume: bool) -> String {
-    let config = tiny();
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        vec![&"train", &"--config", &config, &"--out", &out];
-    let sets: Vec<String> =
-        ["model.width=8", "run.log_every=1"].iter().chain(sets).map(|s| s.to_string()).collect();
-    for s in &sets {
-        args.push(&"--set");
-        args.push(s);
-    }
-    if resume {
-        args.push(&"--resume");
-    }
-    let out = run(&args);
+    let flags: &[&str] = if resume { &["--resume"] } else { &[] };
+    let out = train_cmd(out, sets, flags).output().expect("run regioncl train");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "regioncl train failed:\n{stderr}");
     stderr
@@ -104,13 +104,7 @@ fn sigkill_then_resume_continues_from_the_last_checkpoint() {
     let sets = ["run.max_steps=40", "run.checkpoint_every=2"];
     train(&full, &sets, false);
 
-    let config = tiny();
-    let mut cmd = Command::new(crate::cli::regioncl());
-    cmd.arg("train").arg("--config").arg(&config).arg("--out").arg(&killed);
-    for s in ["model.width=8", "run.log_every=1"].iter().chain(&sets) {
-        cmd.args(["--set", s]);
-    }
-    let mut child = cmd
+    let mut child = train_cmd(&killed, &sets, &[])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -137,6 +131,97 @@ fn sigkill_then_resume_continues_from_the_last_checkpoint() {
         losses(&full),
         "the resumed run differs from the uninterrupted one"
     );
+}
+
+/// Every file under `dir` but the lock file (relative path, bytes), sorted.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        if name == regioncl_loader::LOCK_FILE {
+            continue;
+        }
+        if path.is_dir() {
+            files.extend(tree(&path).into_iter().map(|(n, b)| (format!("{name}/{n}"), b)));
+        } else {
+            files.push((name, std::fs::read(&path).expect("read file")));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Issue 12 #2: `train --out EXISTING_RUN` without `--resume` is refused (exit 2, naming what
+/// to do) and leaves the run as it was; `--overwrite` replaces it.
+#[test]
+fn train_into_an_existing_run_is_refused_without_resume_or_overwrite() {
+    let dir = TempDir::new("train-existing");
+    let out = dir.path().join("run");
+    train(&out, &["run.max_steps=4", "run.checkpoint_every=2"], false);
+    let before = tree(&out);
+    let refused = train_cmd(&out, &["run.max_steps=2"], &[]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not empty") && stderr.contains("--resume"), "{stderr}");
+    assert!(tree(&out) == before, "a refused run changed the run directory");
+    let replaced =
+        train_cmd(&out, &["run.max_steps=2", "run.checkpoint_every=2"], &["--overwrite"])
+            .output()
+            .expect("run");
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    assert_eq!(losses(&out).len(), 2, "the old run's metrics are gone");
+    let checkpoints = std::fs::read_dir(out.join("checkpoints")).expect("checkpoints").count();
+    assert_eq!(checkpoints, 1, "only the new run's step-2 checkpoint");
+}
+
+/// Issue 12 #3: a second training into a run directory in use fails at once, naming the first
+/// (pid and host); the first runs on.
+#[test]
+fn second_training_into_a_run_dir_in_use_fails_naming_the_holder() {
+    let dir = TempDir::new("train-locked");
+    let out = dir.path().join("run");
+    let mut first = train_cmd(&out, &["run.max_steps=100000", "run.checkpoint_every=0"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn regioncl train");
+    // The lock file names its holder: `regioncl train, pid N on HOST`.
+    let holder = format!("regioncl train, pid {} on ", first.id());
+    let lock = out.join(regioncl_loader::LOCK_FILE);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.starts_with(&holder)) {
+        assert!(first.try_wait().expect("wait").is_none(), "the first run ended");
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "no lock in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for flags in [&[][..], &["--resume"]] {
+        let second = train_cmd(&out, &["run.max_steps=2"], flags).output().expect("run");
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(&holder) && stderr.contains("in use"), "{flags:?}: {stderr}");
+    }
+    assert!(first.try_wait().expect("wait").is_none(), "the first run was disturbed");
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+}
+
+/// Issue 12 #7: a training whose stderr reader has gone (`regioncl train ... 2>&1 | head -1`)
+/// trains on to the end instead of panicking on its progress lines.
+#[test]
+fn train_with_a_closed_stderr_completes() {
+    let dir = TempDir::new("train-stderr");
+    let out = dir.path().join("run");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let status = train_cmd(&out, &["run.max_steps=3"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .status()
+        .expect("run");
+    assert!(status.success(), "{status}");
+    assert_eq!(losses(&out).len(), 3);
+    assert!(out.join("backbone.safetensors").is_file());
 }
 
 /// A shard dataset of the ImageNet-like photos, converted once.

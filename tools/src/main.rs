@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // A closed pipe (`regioncl inspect ... | head`) is not a failure.
+            // A closed pipe (`regioncl inspect ... | head`) is not a failure (cmd::outln!).
             if err.chain().any(|e| {
                 e.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // Paths and names in the chain come from data: escape control characters.
-            eprintln!("regioncl: error: {}", cmd::printable(&format!("{err:#}")));
+            cmd::errln!("regioncl: error: {}", cmd::printable(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }

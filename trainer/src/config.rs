@@ -5,8 +5,9 @@
 //!
 //! - the schema: [`Config`] here, what is trained in `method.rs`, where and how in `run.rs`;
 //! - the overrides and key checks: `overrides.rs`;
-//! - the value checks: `validate.rs`, and [`Config::batch_split`], the one rule that splits the
-//!   global batch over the processes of a run and into BN groups.
+//! - the value checks, with the bounds on every size (`MAX_*`): `validate.rs`, and
+//!   [`Config::batch_split`], the one rule that splits the global batch over the processes of a
+//!   run and into BN groups.
 //!
 //! What a run derives from the config and the machine (device, precision, the batch split, the
 //! peak learning rate) is resolved once, by [`crate::Setup`].
@@ -112,16 +113,13 @@ impl Config {
     /// Reads a TOML file and applies `key=value` overrides, then validates.
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read; [`Error::Config`] naming the key for a parse
-    /// error, an unknown key, a value of the wrong type, or one out of range.
+    /// [`Error::Io`] if the file cannot be read; [`Error::ConfigFile`] naming the file, whose
+    /// source is the [`Error::Config`] naming the key of an unknown key, a value of the wrong type
+    /// or out of range (no key for a syntax error).
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-        Self::from_toml(&text, sets).map_err(|e| match e {
-            Error::Config { key, message } if key.is_empty() => {
-                Error::config(path.display().to_string(), message)
-            }
-            other => other,
-        })
+        Self::from_toml(&text, sets)
+            .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// Parses TOML text, applies overrides, validates.

@@ -1,4 +1,6 @@
-//! The trainer's errors, split by cause.
+//! The trainer's errors, split by cause. A variant that keeps a cause (an OS error, a JSON or
+//! libtorch error) returns it from `source()` and leaves it out of its own message, so a printed
+//! chain (`{:#}` of anyhow, as `regioncl` prints) names it exactly once.
 
 use std::path::PathBuf;
 
@@ -10,15 +12,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A configuration key has a bad value, is unknown, or cannot be parsed.
-    #[error("config: `{key}`: {message}")]
+    #[error("config: {}{message}", if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
     Config {
-        /// The dotted key (`optim.base_lr`), or the file for a parse error.
+        /// The dotted key (`optim.base_lr`); empty for a TOML syntax error.
         key: String,
         /// What is wrong with it.
         message: String,
     },
+    /// A config file is invalid ([`Error::Config`] in `source` says where and why).
+    #[error("{}", path.display())]
+    ConfigFile {
+        /// The TOML file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<Error>,
+    },
     /// A file or directory operation failed.
-    #[error("{path}: {op}: {source}")]
+    #[error("{}: {op}", path.display())]
     Io {
         /// The path involved.
         path: PathBuf,
@@ -28,12 +39,30 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A checkpoint is missing, incomplete or does not fit the model.
-    #[error("checkpoint {path}: {message}")]
+    /// A checkpoint is missing or does not fit the model of its config (or of the run's).
+    #[error("checkpoint {}: {message}", path.display())]
     Checkpoint {
         /// The checkpoint directory or file.
         path: PathBuf,
         /// What is wrong with it.
+        message: String,
+    },
+    /// A checkpoint file is damaged: truncated, a size or checksum that differs from the one
+    /// recorded when it was saved, a malformed header, a non-finite weight. A resume skips such a
+    /// checkpoint for the previous good one.
+    #[error("checkpoint {}: damaged: {message}", path.display())]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The run directory holds another run and neither a resume nor an overwrite was asked for.
+    #[error("{}: {message}", path.display())]
+    RunDir {
+        /// The run directory.
+        path: PathBuf,
+        /// What it holds, and what to do.
         message: String,
     },
     /// A batch does not fit the model or the method (shapes, pairing, box).
@@ -42,7 +71,8 @@ pub enum Error {
     /// The data source failed (decode, missing data directory).
     #[error("data: {0}")]
     Data(String),
-    /// The loader failed (a dataset, a record, the pipeline); the loader's error with its causes.
+    /// The loader failed (a dataset, a record, the pipeline; another process holding a run
+    /// directory's lock: `regioncl_loader::Error::Locked`); the loader's error with its causes.
     #[error(transparent)]
     Loader(#[from] regioncl_loader::Error),
     /// The loss became NaN or infinite: training stops, the last good checkpoint is kept.
@@ -63,7 +93,7 @@ pub enum Error {
         loss_region: f64,
     },
     /// A libtorch call through tch failed.
-    #[error("libtorch: {0}")]
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
     /// A call into the trainer's C++ shim failed.
     #[error("libtorch shim: {op}: {message}")]
@@ -90,7 +120,7 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// A line of a JSON-lines file (`metrics.jsonl`) is not a record.
-    #[error("{path}: line {line}: {source}")]
+    #[error("{}: line {line}", path.display())]
     JsonLine {
         /// The file.
         path: PathBuf,
@@ -101,7 +131,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// JSON (state file, metrics) could not be written or read.
-    #[error("{path}: json: {source}")]
+    #[error("{}: json", path.display())]
     Json {
         /// The file.
         path: PathBuf,

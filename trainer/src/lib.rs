@@ -11,13 +11,17 @@
 //! reduced-precision path runs in tests without a GPU.
 //!
 //! ```no_run
-//! use regioncl_trainer::{Config, SyntheticSource, TrainOptions, train};
+//! use regioncl_trainer::{Config, RunStart, SyntheticSource, TrainEvent, TrainOptions, train};
 //!
 //! # fn main() -> regioncl_trainer::Result<()> {
 //! let config = Config::load("configs/tiny_cpu.toml".as_ref(), &["data.source=synthetic".into()])?;
 //! let mut source = SyntheticSource::new(&config);
-//! let opts = TrainOptions { run_dir: "runs/tiny".into(), resume: false };
-//! let summary = train(&config, &mut source, &opts, &mut |r| eprintln!("{}", r.progress_line()))?;
+//! let opts = TrainOptions { run_dir: "runs/tiny".into(), start: RunStart::New };
+//! let summary = train(&config, &mut source, &opts, &mut |event| {
+//!     if let TrainEvent::Step(r) = event {
+//!         eprintln!("{}", r.progress_line());
+//!     }
+//! })?;
 //! println!("last loss {:?}", summary.losses.last());
 //! # Ok(())
 //! # }
@@ -48,6 +52,7 @@ mod optim;
 mod params;
 mod queue;
 mod rng;
+mod run_dir;
 mod runtime;
 mod schedule;
 mod setup;
@@ -69,8 +74,9 @@ pub use crate::dist::{
 pub use crate::error::{Error, Result};
 pub use crate::eval::{
     EvalSet, EvalView, FeatureSource, Features, KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord,
-    LinearConfig, LinearEpoch, LinearReport, encode, knn_accuracy, linear_probe, load_encoder,
-    pixel_features, random_encoder, resolve_checkpoint,
+    LinearConfig, LinearEpoch, LinearReport, LrSchedule, encode, few_shot_subset, knn_accuracy,
+    linear_probe, linear_probe_features, load_encoder, pixel_features, random_encoder,
+    resolve_checkpoint,
 };
 pub use crate::export::{ExportFormat, Exported, export};
 pub use crate::gpu_augment::{ColourOptions, colour_batch};
@@ -92,6 +98,7 @@ pub use crate::model::{
 pub use crate::optim::Sgd;
 pub use crate::params::{Named, ParamStore};
 pub use crate::queue::Queue;
+pub use crate::run_dir::{RUN_ENTRIES, RunStart};
 pub use crate::runtime::Runtime;
 pub use crate::schedule::cosine_lr;
 pub use crate::setup::Setup;
@@ -100,7 +107,10 @@ pub use crate::shim::{
 };
 pub use crate::source::{LoaderSource, PinnedAllocator, RankShare, SyntheticSource, data_root};
 pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, composite, mask_pool};
-pub use crate::train::{TrainOptions, TrainSummary, train, train_distributed, train_monitored};
+pub use crate::train::{
+    SkippedCheckpoint, TrainEvent, TrainOptions, TrainSummary, train, train_distributed,
+    train_monitored,
+};
 
 /// Whether CUDA is usable in this process.
 pub fn cuda_available() -> bool {

@@ -1,6 +1,10 @@
 //! The training loop: batches from a [`BatchSource`], the method's step, the per-epoch cosine LR,
 //! logging, checkpoints, resume, and the stop on a non-finite loss.
 //!
+//! The run directory is locked while the run trains and is only reused by a resume or an
+//! explicit overwrite ([`RunStart`], `run_dir.rs`). A resume takes the newest intact checkpoint:
+//! damaged newer ones are skipped and reported ([`TrainEvent::Resumed`]).
+//!
 //! In a multi-process run ([`train_distributed`]) every rank runs this loop on its share of each
 //! global batch: rank 0 alone writes the run directory (config, metrics.jsonl, checkpoints, the
 //! backbone) and calls the log callback; the other ranks meet it at a barrier after every
@@ -12,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, Loaded, TrainState};
 use crate::config::Config;
 use crate::dist::Dist;
 use crate::error::{Error, Result};
@@ -21,6 +25,7 @@ use crate::input::BatchSource;
 use crate::method::{Pretrainer, StepLosses, build_pretrainer};
 use crate::metrics::{LogRecord, MetricsFile};
 use crate::optim::Sgd;
+use crate::run_dir::{RunDir, RunStart};
 use crate::runtime::Runtime;
 use crate::schedule::cosine_lr;
 use crate::setup::Setup;
@@ -30,8 +35,35 @@ use crate::setup::Setup;
 pub struct TrainOptions {
     /// Run directory (checkpoints, metrics.jsonl, config.toml, backbone.safetensors).
     pub run_dir: PathBuf,
-    /// Continue from the newest checkpoint in `run_dir` (from step 0 when there is none).
-    pub resume: bool,
+    /// A new run, a resume, or an overwrite of the run in `run_dir`.
+    pub start: RunStart,
+}
+
+/// A checkpoint a resume passed over because it is damaged.
+#[derive(Debug)]
+pub struct SkippedCheckpoint {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// What is wrong with it ([`Error::Damaged`]).
+    pub error: Error,
+}
+
+/// What a training reports as it goes (rank 0 only).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrainEvent<'a> {
+    /// The run continues from checkpoint `from` at `step`; `skipped` are newer checkpoints that
+    /// were damaged.
+    Resumed {
+        /// The checkpoint directory.
+        from: &'a Path,
+        /// The step it starts at.
+        step: u64,
+        /// Damaged newer checkpoints, newest first.
+        skipped: &'a [SkippedCheckpoint],
+    },
+    /// A logged step (also a line of metrics.jsonl).
+    Step(&'a LogRecord),
 }
 
 /// What a call to [`train`] did.
@@ -47,6 +79,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     /// The checkpoint it resumed from.
     pub resumed_from: Option<PathBuf>,
+    /// Damaged checkpoints the resume skipped, newest first.
+    pub skipped_checkpoints: Vec<SkippedCheckpoint>,
     /// Where it ran.
     pub runtime: Runtime,
 }
@@ -83,16 +117,19 @@ fn check_resumable(saved: &Config, now: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Trains `config` on `source` into `opts.run_dir`, calling `on_log` for every logged step.
+/// Trains `config` on `source` into `opts.run_dir`, calling `on_log` for every logged step and
+/// after a resume.
 ///
 /// # Errors
-/// [`Error::NonFinite`] when a loss is NaN or infinite (no checkpoint is written after the last
-/// good one); config, I/O, data and libtorch errors.
+/// [`Error::Loader`] (the loader's `Locked`) when another process trains into `opts.run_dir`;
+/// [`Error::RunDir`] when a new run finds it holding another; [`Error::NonFinite`] when a loss is
+/// NaN or infinite (no checkpoint is written after the last good one); config, I/O, data and
+/// libtorch errors.
 pub fn train(
     config: &Config,
     source: &mut dyn BatchSource,
     opts: &TrainOptions,
-    on_log: &mut dyn FnMut(&LogRecord),
+    on_log: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainSummary> {
     train_monitored(config, source, opts, None, on_log)
 }
@@ -108,7 +145,7 @@ pub fn train_monitored(
     source: &mut dyn BatchSource,
     opts: &TrainOptions,
     monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
-    on_log: &mut dyn FnMut(&LogRecord),
+    on_log: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainSummary> {
     train_distributed(config, &Setup::single(config)?, source, opts, monitor, on_log)
 }
@@ -133,23 +170,26 @@ pub fn train_distributed(
     source: &mut dyn BatchSource,
     opts: &TrainOptions,
     mut monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
-    on_log: &mut dyn FnMut(&LogRecord),
+    on_log: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainSummary> {
     let (rt, dist) = (setup.runtime, &setup.dist);
     let main = dist.is_main();
     let run_dir = opts.run_dir.as_path();
-    if main {
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, "create", e))?;
-        write_config(run_dir, config)?;
-    }
 
     let mut model = build_pretrainer(config, rt)?;
     let mut sgd = model.optimizer(config);
     sgd.set_dist(dist.clone());
-    let (start, resumed_from) = resume(config, dist, opts, model.as_mut(), &sgd)?;
+    // Rank 0 holds the run directory's lock until the run ends.
+    let (begun, _run_dir) = begin(config, dist, opts, model.as_mut(), &sgd)?;
+    let start = begun.step;
+    if let (true, Some(from)) = (main, &begun.from) {
+        on_log(&TrainEvent::Resumed { from, step: start, skipped: &begun.skipped });
+    }
 
     let spe = source.steps_per_epoch().max(1);
-    let total = config.optim.epochs * spe;
+    let total = config.optim.epochs.checked_mul(spe).ok_or_else(|| {
+        Error::config("optim.epochs", format!("{} epochs of {spe} steps", config.optim.epochs))
+    })?;
     let end = match config.run.max_steps {
         0 => total,
         n => n.min(total),
@@ -209,7 +249,7 @@ pub fn train_distributed(
                 replaced: source.replaced(),
             };
             metrics.write(&record)?;
-            on_log(&record);
+            on_log(&TrainEvent::Step(&record));
             (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
         }
         // Online k-NN monitor (eval/knn.rs) on rank 0, the other ranks waiting for it without a
@@ -250,62 +290,100 @@ pub fn train_distributed(
         end_step: end.max(start),
         losses,
         checkpoint,
-        resumed_from,
+        resumed_from: begun.from,
+        skipped_checkpoints: begun.skipped,
         runtime: rt,
     })
 }
 
-/// Resumes (`opts.resume`) from the newest checkpoint of the run directory, read by rank 0, and
-/// makes every rank's model, queues and optimiser state rank 0's. Returns the step to start at
-/// and the checkpoint.
-fn resume(
+/// Where a run starts: step 0, or a checkpoint of its run directory.
+#[derive(Debug, Default)]
+struct Begun {
+    step: u64,
+    from: Option<PathBuf>,
+    skipped: Vec<SkippedCheckpoint>,
+}
+
+/// Rank 0 takes the run directory ([`RunDir::open`]), writes the config and, for a resume, loads
+/// the newest intact checkpoint; then every rank's model, queues and optimiser state become rank
+/// 0's. Returns where the run starts, and on rank 0 the locked run directory.
+fn begin(
     config: &Config,
     dist: &Dist,
     opts: &TrainOptions,
     model: &mut dyn Pretrainer,
     sgd: &Sgd,
-) -> Result<(u64, Option<PathBuf>)> {
+) -> Result<(Begun, Option<RunDir>)> {
     let run_dir = opts.run_dir.as_path();
-    let mut loaded = Ok(None);
-    if dist.is_main() && opts.resume {
-        loaded = (|| {
-            let Some(dir) = checkpoint::latest(run_dir)? else { return Ok(None) };
-            check_resumable(&checkpoint::read_state(&dir)?.config, config)?;
-            let step = checkpoint::load(&dir, model, sgd)?.step;
-            Ok(Some((step, dir)))
+    let mut outcome = Ok((Begun::default(), None));
+    if dist.is_main() {
+        outcome = (|| {
+            let dir = RunDir::open(run_dir, opts.start)?;
+            write_config(run_dir, config)?;
+            let begun = match opts.start {
+                RunStart::Resume => resume(config, run_dir, model, sgd)?,
+                _ => Begun::default(),
+            };
+            Ok((begun, Some(dir)))
         })();
     }
     if !dist.is_distributed() {
-        return loaded.map(|l| l.map_or((0, None), |(step, dir)| (step, Some(dir))));
+        return outcome;
     }
     // Rank 0's outcome, then its state: [ok, step].
-    let (ok, step) = match &loaded {
-        Ok(l) => (1, l.as_ref().map_or(0, |(s, _)| *s as i64)),
+    let (ok, step) = match &outcome {
+        Ok((b, _)) => (1, b.step as i64),
         Err(_) => (0, 0),
     };
     let head = tch::Tensor::from_slice(&[ok, step]);
     dist.broadcast_(&[&head], 0)?;
-    let loaded = loaded?;
+    let (mut begun, dir) = outcome?;
     if head.int64_value(&[0]) == 0 {
         return Err(Error::Dist {
             rank: dist.rank(),
             world: dist.world(),
-            op: "resume".into(),
-            message: "rank 0 could not resume (its log has the reason)".into(),
+            op: "start".into(),
+            message: "rank 0 could not start or resume the run (its log has the reason)".into(),
         });
     }
-    let step = head.int64_value(&[1]) as u64;
+    begun.step = head.int64_value(&[1]) as u64;
     let state = model.state_tensors();
     dist.broadcast_(&state.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)?;
     model.load_state(&state.into_iter().collect())?;
     let bufs: Vec<&tch::Tensor> = sgd.groups().iter().flat_map(|g| &g.bufs).collect();
     dist.broadcast_(&bufs, 0)?;
-    let dir = match loaded {
-        Some((_, dir)) => Some(dir),
-        None if step > 0 => Some(checkpoint::dir_of(run_dir, step)),
-        None => None,
-    };
-    Ok((step, dir))
+    if begun.from.is_none() && begun.step > 0 {
+        begun.from = Some(checkpoint::dir_of(run_dir, begun.step));
+    }
+    Ok((begun, dir))
+}
+
+/// Loads the newest intact checkpoint of `run_dir` into `model` and `sgd`, skipping damaged
+/// newer ones; step 0 when there is none. A checkpoint of another config is an error, not skipped.
+fn resume(config: &Config, run_dir: &Path, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<Begun> {
+    let mut skipped = Vec::new();
+    for (_, dir) in checkpoint::list(run_dir)?.into_iter().rev() {
+        let read = checkpoint::read_state(&dir).and_then(|state| {
+            check_resumable(&state.config, config)?;
+            Loaded::read(&dir, model, sgd)
+        });
+        match read {
+            Ok(loaded) => {
+                let step = loaded.apply(model, sgd)?.step;
+                return Ok(Begun { step, from: Some(dir), skipped });
+            }
+            Err(error @ Error::Damaged { .. }) => skipped.push(SkippedCheckpoint { dir, error }),
+            Err(e) => return Err(e),
+        }
+    }
+    if skipped.is_empty() {
+        return Ok(Begun::default());
+    }
+    let reasons: Vec<String> = skipped.iter().map(|s| s.error.to_string()).collect();
+    Err(Error::Checkpoint {
+        path: run_dir.join("checkpoints"),
+        message: format!("no intact checkpoint to resume from: {}", reasons.join("; ")),
+    })
 }
 
 /// The step's losses averaged over the ranks (each rank's are the means over its share).
@@ -329,6 +407,7 @@ mod tests {
     use crate::input::StepInput;
     use crate::method::tests::{TempDir, run, tiny_photos};
     use crate::source::LoaderSource;
+    use std::path::PathBuf;
 
     /// `configs/tiny_cpu.toml` at width 8 on the real photos (`make data`).
     fn tiny(sets: &[&str]) -> Config {
@@ -389,6 +468,65 @@ mod tests {
         assert!(err.to_string().contains("optim.base_lr"), "{err}");
     }
 
+    /// Issue 12 #18: floats that serde_json without `float_roundtrip` reads back one ulp off
+    /// (base_lr 0.050000053430000004 here) come back exactly from state.json: the resume's config
+    /// check accepts the run and its learning rates are the uninterrupted run's, bit for bit (the
+    /// losses: `checkpoint::tests::state_json_keeps_every_bit_of_the_losses`).
+    #[test]
+    fn resume_sees_the_saved_floats_bit_for_bit() {
+        let lr = "optim.base_lr=0.050000053430000004";
+        let (a, b) = (TempDir::new("float-a"), TempDir::new("float-b"));
+        run(&tiny(&[lr, "run.max_steps=4", "run.checkpoint_every=2"]), &a.0, false).unwrap();
+        run(&tiny(&[lr, "run.max_steps=2", "run.checkpoint_every=2"]), &b.0, false).unwrap();
+        let saved = checkpoint::read_state(&checkpoint::latest(&b.0).unwrap().unwrap()).unwrap();
+        assert_eq!(saved.config.optim.base_lr.to_bits(), 0.050000053430000004f64.to_bits());
+        let second = run(&tiny(&[lr, "run.max_steps=4", "run.checkpoint_every=2"]), &b.0, true);
+        assert_eq!(second.unwrap().start_step, 2);
+        let lrs = |d: &Path| -> Vec<u64> {
+            let records = crate::metrics::read_metrics(&d.join("metrics.jsonl")).unwrap();
+            records.steps.iter().map(|r| r.lr.to_bits()).collect()
+        };
+        assert_eq!(lrs(&a.0), lrs(&b.0));
+    }
+
+    /// Issue 12 #10: a damaged newest checkpoint (one flipped bit) makes a resume fall back to the
+    /// previous one, say so, and continue exactly; with every checkpoint damaged it is an error.
+    #[test]
+    fn damaged_newest_checkpoint_falls_back_to_the_previous() {
+        let (a, b) = (TempDir::new("damaged-a"), TempDir::new("damaged-b"));
+        let cfg = |n: &str| tiny(&[&format!("run.max_steps={n}"), "run.checkpoint_every=3"]);
+        let full = run(&cfg("6"), &a.0, false).unwrap();
+        run(&cfg("6"), &b.0, false).unwrap();
+        let flip = |file: PathBuf| {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let at = bytes.len() - 100;
+            bytes[at] ^= 0x04;
+            std::fs::write(&file, bytes).unwrap();
+        };
+        let newest = checkpoint::dir_of(&b.0, 6);
+        flip(newest.join("model.safetensors"));
+        let config = cfg("6");
+        let mut source = LoaderSource::new(&config).unwrap();
+        let opts = TrainOptions { run_dir: b.0.clone(), start: RunStart::Resume };
+        let mut said = Vec::new();
+        let s = train(&config, &mut source, &opts, &mut |e| {
+            if let TrainEvent::Resumed { from, step, skipped } = e {
+                said.push((from.to_path_buf(), *step, skipped.len()));
+            }
+        })
+        .unwrap();
+        assert_eq!(said, [(checkpoint::dir_of(&b.0, 3), 3, 1)]);
+        assert_eq!(s.skipped_checkpoints.len(), 1);
+        assert_eq!(s.skipped_checkpoints[0].dir, newest);
+        assert!(matches!(s.skipped_checkpoints[0].error, Error::Damaged { .. }));
+        assert_eq!(s.losses, full.losses[3..], "the resumed steps differ");
+        // Both damaged: no silent restart from step 0.
+        flip(checkpoint::dir_of(&b.0, 3).join("optimizer.safetensors"));
+        flip(newest.join("state.json"));
+        let err = run(&config, &b.0, true).unwrap_err();
+        assert!(err.to_string().contains("no intact checkpoint to resume from"), "{err}");
+    }
+
     /// A source that poisons one step's colour parameters with NaN.
     struct Poisoned {
         inner: LoaderSource,
@@ -420,7 +558,7 @@ mod tests {
         let dir = TempDir::new("nan");
         let config = tiny(&["run.max_steps=8", "run.checkpoint_every=2"]);
         let mut source = Poisoned { inner: LoaderSource::new(&config).unwrap(), at: 5 };
-        let opts = TrainOptions { run_dir: dir.0.clone(), resume: false };
+        let opts = TrainOptions { run_dir: dir.0.clone(), start: RunStart::New };
         let err = train(&config, &mut source, &opts, &mut |_| {}).unwrap_err();
         assert!(matches!(err, Error::NonFinite { step: 5, .. }), "{err}");
         assert!(err.to_string().contains("non-finite loss at step 5"), "{err}");

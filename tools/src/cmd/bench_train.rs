@@ -112,9 +112,9 @@ pub struct BenchTrainArgs {
 
 /// Runs the benchmark.
 pub fn run(args: BenchTrainArgs) -> Result<()> {
-    println!(
+    outln!(
         "method     model     batch  size  bn_splits  bn_impl   device                     img/s   ms/step  plan-wait  peak-mem"
-    );
+    )?;
     for method in args.method.methods() {
         bench_one(&args, method).with_context(|| format!("bench {}", method.as_str()))?;
     }
@@ -141,8 +141,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         "data.source=synthetic".to_string(),
     ];
     sets.extend(args.sets.iter().cloned());
-    let config =
-        Config::load(&path, &sets).with_context(|| format!("config {}", path.display()))?;
+    let config = Config::load(&path, &sets)?;
     let setup = Setup::single(&config)?;
     let rt = setup.runtime;
     PeakMemory::reset(rt.device).context("resetting the peak memory")?;
@@ -168,7 +167,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
     let ms = 1000.0 * secs / args.steps.max(1) as f64;
     let name = method.as_str();
     let groups = setup.batch.groups;
-    println!(
+    outln!(
         "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%  {:>6.2} GiB ({})",
         name,
         args.arch,
@@ -182,10 +181,10 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         100.0 * wait / secs,
         peak.bytes() as f64 / f64::from(1u32 << 30),
         peak.scope()
-    );
+    )?;
     if args.json {
         let l = last.map(|l| l.loss).unwrap_or(f64::NAN);
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "impl": "rust-tch", "method": name, "arch": args.arch, "batch": args.batch, "size": args.size,
@@ -193,7 +192,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
                 "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
                 "peak_bytes": peak.bytes(), "peak_scope": peak.scope(), "peak": peak.to_string(),
             })
-        );
+        )?;
     }
     Ok(())
 }

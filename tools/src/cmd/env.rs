@@ -2,7 +2,7 @@
 
 /// Prints libtorch/CUDA availability.
 pub fn run() -> anyhow::Result<()> {
-    println!("cuda available: {}", regioncl_trainer::cuda_available());
-    println!("cuda devices: {}", tch::Cuda::device_count());
+    outln!("cuda available: {}", regioncl_trainer::cuda_available())?;
+    outln!("cuda devices: {}", tch::Cuda::device_count())?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! One module per subcommand, and how they write text: [`outln!`] for results on stdout, and
-//! [`printable`] for every name that comes from data.
+//! One module per subcommand, and how they write text: [`outln!`] for results on stdout,
+//! [`errln!`] for progress and notes on stderr, and [`printable`] for every name that comes from
+//! data.
 
 use std::borrow::Cow;
 
@@ -40,6 +41,18 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}')
         || matches!(c, '\u{2066}'..='\u{2069}')
 }
+
+/// `eprintln!` that ignores a closed stderr: progress and notes are best effort, and a training
+/// must not stop, nor panic, because the reader of its log went away. (In the subcommand modules'
+/// scope by textual order, as [`outln!`].)
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+pub(crate) use errln;
 
 pub mod bench;
 pub mod bench_loader;

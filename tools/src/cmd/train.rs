@@ -1,6 +1,11 @@
-//! `regioncl train --config FILE --out RUN_DIR [--set key=value ...] [--resume]`: pretrain with
-//! RegionCL-M or MoCo v2, printing a progress line per logged step and writing
+//! `regioncl train --config FILE --out RUN_DIR [--set key=value ...] [--resume | --overwrite]`:
+//! pretrain with any method, printing a progress line per logged step and writing
 //! `RUN_DIR/metrics.jsonl`, checkpoints and (at the end) `RUN_DIR/backbone.safetensors`.
+//!
+//! A run directory belongs to one run: a new run refuses a directory that is not empty, `--resume`
+//! continues the run in it from its newest intact checkpoint (saying which damaged ones it
+//! skipped), `--overwrite` replaces it; a second training into a directory in use fails at once,
+//! naming the process that holds it.
 //!
 //! Data (`data.source`): `"shards"` runs the loader's multithreaded pipeline over a dataset made by
 //! `regioncl convert` (`data.root`), with pinned buffers on CUDA; `"photos"` reads an image folder
@@ -12,7 +17,7 @@
 //! end, the charts of metrics.jsonl are drawn into `RUN_DIR/plots` (`regioncl plot`).
 //!
 //! Under `torchrun --no-python --nproc-per-node N regioncl train ...` or SLURM `srun` the same
-//! command is one rank of a multi-process run (`Dist::from_env`: `run.dist_backend`,
+//! command is one rank of a multi-process run (`Setup::join`: `run.dist_backend`,
 //! `run.dist_timeout_s`): `optim.batch_size` is the global batch, each rank reads its share, and
 //! rank 0 alone prints, writes the run directory and draws the plots.
 
@@ -22,7 +27,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
     BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, LoaderSource, RankShare,
-    Setup, SyntheticSource, TrainOptions, train_distributed,
+    RunStart, Setup, SyntheticSource, TrainEvent, TrainOptions, train_distributed,
 };
 
 /// Arguments of `regioncl train`.
@@ -37,9 +42,12 @@ pub struct TrainArgs {
     /// Override a config key, e.g. `--set optim.batch_size=256` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Continue from the newest checkpoint in RUN_DIR.
-    #[arg(long)]
+    /// Continue the run in RUN_DIR from its newest intact checkpoint.
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace the run in RUN_DIR (its checkpoints, metrics and plots are deleted first).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Online k-NN monitor: the labeled dataset (shards) whose features are the bank.
     #[arg(long, value_name = "SHARDS", requires = "knn_test")]
     pub knn_train: Option<PathBuf>,
@@ -51,23 +59,31 @@ pub struct TrainArgs {
     pub knn_every: u64,
 }
 
+/// The batch source of `config.data.source` for rank `share`.
+///
+/// # Errors
+/// The data cannot be opened.
+pub(crate) fn open_source(config: &Config, share: RankShare) -> Result<Box<dyn BatchSource>> {
+    Ok(match config.data.source {
+        DataSource::Synthetic => Box::new(
+            SyntheticSource::for_rank(config, share).context("opening the synthetic source")?,
+        ),
+        _ => Box::new(LoaderSource::for_rank(config, share).context("opening the loader")?),
+    })
+}
+
 /// Runs the training.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let config = Config::load(&args.config, &args.sets)
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    // Its errors name the file and the key.
+    let config = Config::load(&args.config, &args.sets)?;
     // One process, or one rank of a torchrun / srun launch.
     let setup = Setup::join(&config).context("joining the run")?;
     let dist = &setup.dist;
     let share = RankShare::of(dist);
     let main = dist.is_main();
-    let mut source: Box<dyn BatchSource> = match config.data.source {
-        DataSource::Synthetic => Box::new(
-            SyntheticSource::for_rank(&config, share).context("opening the synthetic source")?,
-        ),
-        _ => Box::new(LoaderSource::for_rank(&config, share).context("opening the loader")?),
-    };
+    let mut source = open_source(&config, share)?;
     if main {
-        eprintln!(
+        errln!(
             "regioncl train: {:?} {:?} batch {} lr {} ({} steps/epoch, {} epochs) -> {}",
             config.method,
             config.model.arch,
@@ -79,13 +95,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     if dist.is_distributed() {
-        eprintln!(
+        errln!(
             "regioncl train: {}, {} samples per rank per step",
             dist.describe(),
             config.optim.batch_size / dist.world() as i64
         );
     }
-    let opts = TrainOptions { run_dir: args.out.clone(), resume: args.resume };
+    let start = match (args.resume, args.overwrite) {
+        (true, _) => RunStart::Resume,
+        (_, true) => RunStart::Overwrite,
+        _ => RunStart::New,
+    };
+    let opts = TrainOptions { run_dir: args.out.clone(), start };
     // The k-NN monitor (eval/knn.rs), when asked for: every rank knows it, rank 0 runs it.
     let monitor = match (&args.knn_train, &args.knn_test) {
         (Some(train), Some(test)) => {
@@ -97,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut on_knn = |r: &KnnRecord| {
         let accs: Vec<String> =
             r.knn.iter().map(|a| format!("k={} {:.2}%", a.k, 100.0 * a.top1)).collect();
-        eprintln!("k-NN top-1 after epoch {}: {} ({:.1}s)", r.epoch, accs.join(", "), r.eval_s);
+        errln!("k-NN top-1 after epoch {}: {} ({:.1}s)", r.epoch, accs.join(", "), r.eval_s);
     };
     let summary = train_distributed(
         &config,
@@ -105,17 +126,23 @@ pub fn run(args: TrainArgs) -> Result<()> {
         source.as_mut(),
         &opts,
         monitor.as_ref().map(|m| (m, &mut on_knn as &mut dyn FnMut(&KnnRecord))),
-        &mut |r| eprintln!("{}", r.progress_line()),
+        &mut |event| match event {
+            TrainEvent::Step(r) => errln!("{}", r.progress_line()),
+            TrainEvent::Resumed { from, step, skipped } => {
+                for s in *skipped {
+                    errln!("resume: skipping {}: {}", s.dir.display(), s.error);
+                }
+                errln!("resumed from {} (step {step})", from.display());
+            }
+            _ => {}
+        },
     )
     .with_context(|| format!("training ({})", dist.describe()))?;
     dist.shutdown().context("leaving the run")?;
     if !main {
         return Ok(());
     }
-    if let Some(dir) = &summary.resumed_from {
-        eprintln!("resumed from {}", dir.display());
-    }
-    eprintln!(
+    errln!(
         "done: steps {}..{} on {}; last checkpoint {}",
         summary.start_step,
         summary.end_step,
@@ -124,8 +151,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     // Charts of metrics.jsonl (cmd/plot.rs); a failure to draw does not fail the run.
     match super::plot::write_plots(&args.out, &args.out.join("plots")) {
-        Ok(_) => eprintln!("plots: {}", args.out.join("plots").display()),
-        Err(e) => eprintln!("plots: not written: {e:#}"),
+        Ok(_) => errln!("plots: {}", args.out.join("plots").display()),
+        Err(e) => errln!("plots: not written: {e:#}"),
     }
     Ok(())
 }

@@ -1,12 +1,16 @@
 //! Checkpoints: one directory per saved step, written atomically (a temporary directory, every
 //! file fsynced, renamed into place, parent fsynced), so a run killed at any point (SIGKILL
-//! included) resumes from its last complete checkpoint.
+//! included) resumes from its last complete checkpoint. `checksums.json`, written last, records
+//! every other file's size and crc32c; loading checks them, and the tensors against the model,
+//! before anything is used (`files.rs`), so a damaged checkpoint is an [`Error::Damaged`] that a
+//! resume skips for the previous good one.
 //!
 //! ```text
 //! RUN_DIR/checkpoints/step-00001000/
 //!     model.safetensors      the method's tensors (below)
 //!     optimizer.safetensors  SGD momentum buffers, by parameter name (encoder_q.*, ...)
 //!     state.json             next step, epoch, seed, config, versions, last losses
+//!     checksums.json         size and crc32c of the three files above
 //! ```
 //!
 //! | method | `model.safetensors` |
@@ -16,8 +20,11 @@
 //! | SimSiam, RegionCL-S | `encoder.0.<torchvision names>`, `encoder.1.mlp.{0,1,3,4,6,7}.*`, `predictor.{0,1,3}.*` |
 //!
 //! Names follow the OpenSelfSup / DenseCL checkpoints (docs/method.md 9.4; SimSiam's
-//! `module.encoder.*` without `module.`), so a converter only changes the container.
-//! [`export_backbone`] writes the online backbone of any method under bare torchvision names.
+//! `module.encoder.*` without `module.`), so a converter only changes the container;
+//! [`crate::Method::encoder_prefix`] names the online encoder's prefix. [`export_backbone`] writes
+//! the online backbone of any method under bare torchvision names.
+
+mod files;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -26,13 +33,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use self::files::{Expected, Verified, expected_of, write_checksums};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::method::{Pretrainer, StepLosses};
+use crate::model::Encoder;
 use crate::optim::Sgd;
 
 const DIR: &str = "checkpoints";
 const PREFIX: &str = "step-";
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const STATE: &str = "state.json";
 
 /// Versions recorded with a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,16 +108,6 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     fsync(path)
 }
 
-/// The tensors of a checkpoint's safetensors file, by name.
-///
-/// # Errors
-/// [`Error::Checkpoint`] for a missing or malformed file.
-pub(crate) fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let v = Tensor::read_safetensors(path)
-        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
-    Ok(v.into_iter().collect())
-}
-
 /// Saves a checkpoint of `state.step` and keeps only the newest `keep`.
 ///
 /// # Errors
@@ -126,13 +128,14 @@ pub fn save(
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
 
-    write_tensors(&tmp.join("model.safetensors"), &model.state_tensors())?;
-    write_tensors(&tmp.join("optimizer.safetensors"), &sgd.export())?;
-    let json_path = tmp.join("state.json");
+    write_tensors(&tmp.join(MODEL), &model.state_tensors())?;
+    write_tensors(&tmp.join(OPTIMIZER), &sgd.export())?;
+    let json_path = tmp.join(STATE);
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::Json { path: json_path.clone(), source: e })?;
     std::fs::write(&json_path, json).map_err(|e| Error::io(&json_path, "write", e))?;
     fsync(&json_path)?;
+    write_checksums(&tmp, &[MODEL, OPTIMIZER, STATE])?;
     fsync(&tmp)?;
 
     let final_dir = dir.join(&name);
@@ -172,7 +175,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             .and_then(|n| n.strip_prefix(PREFIX))
             .and_then(|s| s.parse::<u64>().ok());
         if let Some(step) = step
-            && path.join("state.json").is_file()
+            && path.join(STATE).is_file()
         {
             out.push((step, path));
         }
@@ -208,27 +211,75 @@ fn prune(dir: &Path, keep: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads the state of a checkpoint directory.
+/// Reads the state of a checkpoint directory, verified against its `checksums.json`.
 ///
 /// # Errors
-/// A missing or malformed `state.json`.
+/// [`Error::Damaged`] for a missing, changed or unreadable file; [`Error::Json`] for a state of
+/// another format.
 pub fn read_state(dir: &Path) -> Result<TrainState> {
-    let path = dir.join("state.json");
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path, source: e })
+    Verified::open(dir)?.read_json(STATE)
 }
 
-/// Restores model, queue and optimizer from a checkpoint directory; returns its state.
+/// A checkpoint read and verified, not yet applied to a model.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// Its state.
+    pub(crate) state: TrainState,
+    model: HashMap<String, Tensor>,
+    optimizer: HashMap<String, Tensor>,
+}
+
+impl Loaded {
+    /// Reads the checkpoint `dir` for `model` and `sgd`: every file's size and checksum, every
+    /// tensor's presence, shape, kind and finiteness, before anything is applied.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] for a damaged checkpoint; [`Error::Checkpoint`] when it holds another
+    /// model.
+    pub(crate) fn read(dir: &Path, model: &dyn Pretrainer, sgd: &Sgd) -> Result<Self> {
+        let files = Verified::open(dir)?;
+        let state = files.read_json(STATE)?;
+        let own = model.state_tensors();
+        let want = expected_of(own.iter().map(|(n, t)| (n.clone(), t)));
+        let model_tensors = files.read_tensors(MODEL, &want, "")?;
+        let bufs = sgd.groups().iter().flat_map(|g| g.names.iter().cloned().zip(&g.bufs));
+        let optimizer = files.read_tensors(OPTIMIZER, &expected_of(bufs), "")?;
+        Ok(Self { state, model: model_tensors, optimizer })
+    }
+
+    /// Copies the tensors into `model` and `sgd`; returns the state.
+    ///
+    /// # Errors
+    /// A libtorch failure.
+    pub(crate) fn apply(self, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<TrainState> {
+        model.load_state(&self.model)?;
+        sgd.load(&self.optimizer)?;
+        Ok(self.state)
+    }
+}
+
+/// The online encoder of the checkpoint `dir` (backbone `0.*`, head `1.*`, under the method's
+/// [`crate::Method::encoder_prefix`]), built on the CPU from the checkpoint's config, which is
+/// validated first (so a config naming an absurd width is refused before any allocation).
 ///
 /// # Errors
-/// Missing files or tensors, or tensors that do not fit the configured model.
-pub fn load(dir: &Path, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<TrainState> {
-    let state = read_state(dir)?;
-    let wrap = |e: Error| Error::Checkpoint { path: dir.to_path_buf(), message: e.to_string() };
-    let tensors = read_tensors(&dir.join("model.safetensors"))?;
-    model.load_state(&tensors).map_err(wrap)?;
-    sgd.load(&read_tensors(&dir.join("optimizer.safetensors"))?).map_err(wrap)?;
-    Ok(state)
+/// As [`read_state`]; [`Error::Checkpoint`] when its config is invalid or its tensors do not fit
+/// it; [`Error::Damaged`] for a changed file or a non-finite weight.
+pub(crate) fn read_encoder(dir: &Path) -> Result<(Encoder, Config)> {
+    let files = Verified::open(dir)?;
+    let config = files.read_json::<TrainState>(STATE)?.config;
+    config.validate().map_err(|e| Error::Checkpoint {
+        path: dir.join(STATE),
+        message: format!("its config: {e}"),
+    })?;
+    let encoder = Encoder::for_config(&config, tch::Device::Cpu, false)?;
+    let prefix = config.method.encoder_prefix();
+    let want: Expected = expected_of(
+        encoder.store().entries().iter().map(|e| (format!("{prefix}{}", e.name), &e.tensor)),
+    );
+    let tensors = files.read_tensors(MODEL, &want, prefix)?;
+    encoder.store().load(&tensors, prefix)?;
+    Ok((encoder, config))
 }
 
 /// Writes the online backbone (the query encoder's, or SimSiam's encoder's) under bare torchvision
@@ -239,14 +290,7 @@ pub fn load(dir: &Path, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<TrainSt
 /// # Errors
 /// I/O failures.
 pub fn export_backbone(model: &dyn Pretrainer, path: &Path) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = model
-        .online_encoder()
-        .store()
-        .export("")
-        .into_iter()
-        .filter_map(|(n, t)| n.strip_prefix("0.").map(|s| (s.to_string(), t)))
-        .collect();
-    write_tensors(path, &tensors)
+    write_tensors(path, &model.online_encoder().backbone_tensors())
 }
 
 #[cfg(test)]

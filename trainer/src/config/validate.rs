@@ -1,7 +1,33 @@
 //! The checks of a config's values, each error naming the first bad key.
+//!
+//! Every size a config sets is bounded before anything is allocated: the width of the network
+//! (at most [`MAX_WIDTH`], ResNet-50x4), its heads, the queues (at most [`MAX_QUEUE_FLOATS`]
+//! floats), the pixels of a batch, the thread counts; a value beyond its limit is an error naming
+//! the key, never an abort of the allocator.
 
-use super::Config;
+use super::{Config, Method};
 use crate::error::{Error, Result};
+
+/// Largest `model.width` (ResNet-50x4, the widest ResNet of SimCLR and SwAV: 375 M parameters).
+pub const MAX_WIDTH: i64 = 256;
+/// Largest projector or predictor width (`model.proj_hidden`, `model.proj_dim`,
+/// `simsiam.pred_hidden`).
+pub const MAX_HEAD_WIDTH: i64 = 16384;
+/// Largest number of floats in a method's queues (`moco.queue_size x model.proj_dim`, twice for
+/// DenseCL): 4 GiB.
+pub const MAX_QUEUE_FLOATS: i64 = 1 << 30;
+/// Largest global batch (`optim.batch_size`).
+pub const MAX_BATCH: i64 = 1 << 16;
+/// Largest view side (`data.image_size`).
+pub const MAX_IMAGE_SIZE: i64 = 2048;
+/// Largest number of pixels in one view of a batch (`optim.batch_size x data.image_size^2`).
+pub const MAX_BATCH_PIXELS: i64 = 1 << 30;
+/// Largest thread count (`run.threads`, `data.loader_threads`).
+pub const MAX_THREADS: i64 = 1024;
+/// Largest number of epochs (`optim.epochs`).
+pub const MAX_EPOCHS: u64 = 1_000_000;
+/// Longest multi-process timeout (`run.dist_timeout_s`): 30 days.
+pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
 
 impl Config {
     /// Checks every value, naming the first bad key.
@@ -11,15 +37,24 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::config(key, msg));
         let m = &self.model;
-        if !(1..=4096).contains(&m.width) {
-            return bad("model.width", format!("{} is not in 1..=4096", m.width));
+        if !(1..=MAX_WIDTH).contains(&m.width) {
+            return bad("model.width", format!("{} is not in 1..={MAX_WIDTH}", m.width));
         }
-        if m.proj_hidden < 0 || m.proj_dim < 1 {
-            return bad("model.proj_dim", "projector sizes must be positive".into());
+        for (key, v, min) in [
+            ("model.proj_hidden", m.proj_hidden, 0),
+            ("model.proj_dim", m.proj_dim, 1),
+            ("simsiam.pred_hidden", self.simsiam.pred_hidden, 1),
+        ] {
+            if !(min..=MAX_HEAD_WIDTH).contains(&v) {
+                return bad(key, format!("{v} is not in {min}..={MAX_HEAD_WIDTH}"));
+            }
         }
         let o = &self.optim;
-        if o.batch_size < 2 || o.batch_size % 2 != 0 {
-            return bad("optim.batch_size", format!("{} must be even and >= 2", o.batch_size));
+        if !(2..=MAX_BATCH).contains(&o.batch_size) || o.batch_size % 2 != 0 {
+            return bad(
+                "optim.batch_size",
+                format!("{} must be even and in 2..={MAX_BATCH}", o.batch_size),
+            );
         }
         if !(o.base_lr > 0.0 && o.base_lr.is_finite()) {
             return bad("optim.base_lr", format!("{} must be positive", o.base_lr));
@@ -33,8 +68,8 @@ impl Config {
         if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
             return bad("optim.weight_decay", format!("{} must be >= 0", o.weight_decay));
         }
-        if o.epochs == 0 {
-            return bad("optim.epochs", "must be at least 1".into());
+        if !(1..=MAX_EPOCHS).contains(&o.epochs) {
+            return bad("optim.epochs", format!("{} is not in 1..={MAX_EPOCHS}", o.epochs));
         }
         let q = &self.moco;
         let queued = self.method.uses_queue();
@@ -42,6 +77,18 @@ impl Config {
             return bad(
                 "moco.queue_size",
                 format!("{} must be a multiple of optim.batch_size {}", q.queue_size, o.batch_size),
+            );
+        }
+        let queues = if matches!(self.method, Method::DenseCl | Method::RegionCld) { 2 } else { 1 };
+        let floats = q.queue_size.saturating_mul(m.proj_dim).saturating_mul(queues);
+        if queued && floats > MAX_QUEUE_FLOATS {
+            return bad(
+                "moco.queue_size",
+                format!(
+                    "{} keys of {} floats ({queues} queue(s)) make {floats} floats, over the \
+                     limit of {MAX_QUEUE_FLOATS} (4 GiB)",
+                    q.queue_size, m.proj_dim
+                ),
             );
         }
         if !(q.tau > 0.0 && q.tau.is_finite()) {
@@ -64,16 +111,34 @@ impl Config {
                 return bad(key, format!("{w} must be >= 0"));
             }
         }
-        if self.simsiam.pred_hidden < 1 {
-            return bad("simsiam.pred_hidden", "must be positive".into());
-        }
         let d = &self.data;
         let stride = self.model.stem.stride();
-        if d.image_size < stride || d.image_size % stride != 0 {
+        if !(stride..=MAX_IMAGE_SIZE).contains(&d.image_size) || d.image_size % stride != 0 {
             return bad(
                 "data.image_size",
-                format!("{} must be a multiple of the stride {stride}", d.image_size),
+                format!(
+                    "{} must be a multiple of the stride {stride}, at most {MAX_IMAGE_SIZE}",
+                    d.image_size
+                ),
             );
+        }
+        let pixels = o.batch_size * d.image_size * d.image_size;
+        if pixels > MAX_BATCH_PIXELS {
+            return bad(
+                "optim.batch_size",
+                format!(
+                    "{} views of {} px make {pixels} pixels per view of a batch, over the limit \
+                     of {MAX_BATCH_PIXELS}",
+                    o.batch_size, d.image_size
+                ),
+            );
+        }
+        let loader_threads = i64::try_from(d.loader_threads).unwrap_or(i64::MAX);
+        for (key, n) in [("data.loader_threads", loader_threads), ("run.threads", self.run.threads)]
+        {
+            if !(0..=MAX_THREADS).contains(&n) {
+                return bad(key, format!("{n} is not in 0..={MAX_THREADS} (0 = automatic)"));
+            }
         }
         let grid = d.image_size / stride;
         let r = &self.region;
@@ -127,8 +192,11 @@ impl Config {
         if self.run.keep_checkpoints == 0 {
             return bad("run.keep_checkpoints", "must be at least 1".into());
         }
-        if self.run.dist_timeout_s == 0 {
-            return bad("run.dist_timeout_s", "must be at least 1".into());
+        if !(1..=MAX_TIMEOUT_S).contains(&self.run.dist_timeout_s) {
+            return bad(
+                "run.dist_timeout_s",
+                format!("{} is not in 1..={MAX_TIMEOUT_S}", self.run.dist_timeout_s),
+            );
         }
         Ok(())
     }
@@ -153,5 +221,31 @@ mod tests {
         assert!(err(&["data.image_size=100"]).contains("`data.image_size`"));
         assert!(err(&["augment.flip_p=2"]).contains("`augment.flip_p`"));
         assert!(err(&["method=densecl", "optim.batch_size=384"]).contains("queue"));
+    }
+
+    /// Issue 12 #8: sizes that would exhaust memory are refused before anything is allocated,
+    /// naming the key: a 2^30-key queue, a width of a million, 100000 threads.
+    #[test]
+    fn oversized_queue_width_and_threads_are_refused_naming_the_key() {
+        let e = err(&["moco.queue_size=1073741824"]);
+        assert!(e.contains("`moco.queue_size`") && e.contains("over the limit"), "{e}");
+        let e = err(&["method=densecl", "moco.queue_size=4194304", "model.proj_dim=256"]);
+        assert!(e.contains("`moco.queue_size`") && e.contains("2 queue(s)"), "{e}");
+        assert!(err(&["model.width=1000000"]).contains("`model.width`: 1000000 is not in"));
+        assert!(err(&["run.threads=100000"]).contains("`run.threads`"));
+        assert!(err(&["data.loader_threads=100000"]).contains("`data.loader_threads`"));
+        assert!(
+            err(&["optim.batch_size=8192", "moco.queue_size=65536", "data.image_size=512"])
+                .contains("`optim.batch_size`")
+        );
+        assert!(err(&["optim.epochs=100000000"]).contains("`optim.epochs`"));
+        assert!(err(&["simsiam.pred_hidden=100000"]).contains("`simsiam.pred_hidden`"));
+    }
+
+    /// Issue 12 #16: a bad projector hidden width is reported under its own key.
+    #[test]
+    fn bad_proj_hidden_names_proj_hidden() {
+        assert!(err(&["model.proj_hidden=-1"]).contains("`model.proj_hidden`"));
+        assert!(err(&["model.proj_dim=0"]).contains("`model.proj_dim`"));
     }
 }

@@ -1,14 +1,14 @@
-//! The networks to evaluate: the query encoder of a checkpoint, or a randomly initialised one of
-//! the same architecture (the baseline a learned representation must beat).
+//! The networks to evaluate: the online encoder of a checkpoint (any method), or a randomly
+//! initialised one of the same architecture (the baseline a learned representation must beat).
 
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::checkpoint;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{Encoder, ResNetSpec};
+use crate::model::Encoder;
 
 /// A checkpoint directory (holding `state.json`), or a run directory, whose newest checkpoint is
 /// taken.
@@ -25,31 +25,16 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     })
 }
 
-fn build(config: &Config, device: Device) -> Result<Encoder> {
-    let spec = ResNetSpec::of(&config.model);
-    let hidden =
-        if config.model.proj_hidden > 0 { config.model.proj_hidden } else { spec.feature_dim() };
-    Encoder::new(spec, hidden, config.model.proj_dim, device, false)
-}
-
-/// The query encoder (`encoder_q.*`: backbone, BN running statistics, projector) of the checkpoint
-/// at `path` (see [`resolve_checkpoint`]), on `device`, with the checkpoint's config.
+/// The online encoder (backbone, BN running statistics, projector: `encoder_q.*`, or SimSiam's
+/// `encoder.*`) of the checkpoint at `path` (see [`resolve_checkpoint`]), on `device`, with the
+/// checkpoint's config. The checkpoint is verified first: every file's size and checksum, its
+/// config, every tensor's shape against the architecture and every weight finite.
 ///
 /// # Errors
-/// A missing or malformed checkpoint, or tensors that do not fit its config.
+/// A missing checkpoint; [`Error::Damaged`] for a damaged one; [`Error::Checkpoint`] for an
+/// invalid config or tensors that do not fit it.
 pub fn load_encoder(path: &Path, device: Device) -> Result<(Encoder, Config)> {
-    let dir = resolve_checkpoint(path)?;
-    let config = checkpoint::read_state(&dir)?.config;
-    let encoder = build(&config, Device::Cpu)?;
-    let file = dir.join("model.safetensors");
-    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&file)
-        .map_err(|e| Error::Checkpoint { path: file.clone(), message: e.to_string() })?
-        .into_iter()
-        .collect();
-    encoder
-        .store()
-        .load(&tensors, "encoder_q.")
-        .map_err(|e| Error::Checkpoint { path: file, message: e.to_string() })?;
+    let (encoder, config) = checkpoint::read_encoder(&resolve_checkpoint(path)?)?;
     if device != Device::Cpu {
         encoder.store().to_device(device);
     }
@@ -62,5 +47,5 @@ pub fn load_encoder(path: &Path, device: Device) -> Result<(Encoder, Config)> {
 /// # Errors
 /// A libtorch failure.
 pub fn random_encoder(config: &Config, seed: u64, device: Device) -> Result<Encoder> {
-    crate::init::seeded(seed, || build(config, device))
+    crate::init::seeded(seed, || Encoder::for_config(config, device, false))
 }

@@ -1,7 +1,7 @@
 //! Evaluation of learned representations (docs/method.md section 9): the weighted k-NN classifier
 //! of the MoCo CIFAR demo / InstDisc ([`knn_accuracy`], [`KnnMonitor`] for use during training) and
-//! the MoCo linear probe ([`linear_probe`]), over labeled shard datasets read through the loader's
-//! pipeline.
+//! the linear probe ([`linear_probe`]: MoCo's protocol or SimSiam's with LARS, on every label or a
+//! few-shot subset), over labeled shard datasets read through the loader's pipeline.
 //!
 //! Features are computed in evaluation mode (BN running statistics) from the deterministic
 //! evaluation view: shorter side resized to `resize`, central `crop` x `crop` ([`EvalView`],
@@ -38,4 +38,7 @@ pub use data::{EvalSet, EvalView};
 pub use encoder::{load_encoder, random_encoder, resolve_checkpoint};
 pub use features::{FeatureSource, Features, encode, pixel_features};
 pub use knn::{KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord, knn_accuracy};
-pub use linear::{LinearConfig, LinearEpoch, LinearReport, linear_probe};
+pub use linear::{
+    LinearConfig, LinearEpoch, LinearReport, LrSchedule, few_shot_subset, linear_probe,
+    linear_probe_features,
+};

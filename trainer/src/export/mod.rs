@@ -12,8 +12,9 @@
 //!
 //! A file named `*.safetensors` gets the renamed tensors as safetensors instead.
 //!
-//! Before anything is written, every backbone tensor of the checkpoint is checked against the
-//! architecture its config describes: the same names, shapes and kinds, none missing, none extra.
+//! Before anything is written, the checkpoint is verified (its checksums, every weight finite)
+//! and every tensor of its online encoder is checked against the architecture its config
+//! describes: the same names, shapes and kinds, none missing, none extra.
 //! The file is written under a temporary name beside `out`, synced and renamed into place, so a
 //! failed export leaves neither a partial file nor a temporary one.
 
@@ -26,13 +27,11 @@ use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::checkpoint;
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::eval::resolve_checkpoint;
-use crate::model::Encoder;
 
 /// Target of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,41 +97,6 @@ fn unsupported(name: &str, kind: Kind, what: &str) -> Error {
     Error::Unsupported(format!("export: tensor `{name}` of kind {kind:?} has no {what}"))
 }
 
-/// The online backbone of the checkpoint in `dir` under torchvision names, in the architecture's
-/// order, after checking names, shapes and kinds against the architecture of its config.
-fn checked_backbone(dir: &Path, config: &Config) -> Result<Vec<(String, Tensor)>> {
-    let file = dir.join("model.safetensors");
-    let bad = |message: String| Error::Checkpoint { path: file.clone(), message };
-    let prefix = format!("{}0.", config.method.encoder_prefix());
-    let mut stored = checkpoint::read_tensors(&file)?;
-    let reference = Encoder::for_config(config, Device::Cpu, false)?;
-    let arch = format!(
-        "{:?} ({:?} stem, width {})",
-        config.model.arch, config.model.stem, config.model.width
-    );
-    let mut out = Vec::new();
-    for named in reference.store().entries() {
-        let Some(name) = named.name.strip_prefix("0.") else { continue };
-        let key = format!("{prefix}{name}");
-        let t =
-            stored.remove(&key).ok_or_else(|| bad(format!("tensor `{key}` missing for {arch}")))?;
-        let (want, got) = ((named.tensor.size(), named.tensor.kind()), (t.size(), t.kind()));
-        if want != got {
-            return Err(bad(format!(
-                "tensor `{key}`: {:?} {:?} in the file, {:?} {:?} for {arch}",
-                got.1, got.0, want.1, want.0
-            )));
-        }
-        out.push((name.to_string(), t));
-    }
-    let mut extra: Vec<&String> = stored.keys().filter(|k| k.starts_with(&prefix)).collect();
-    extra.sort();
-    if let Some(k) = extra.first() {
-        return Err(bad(format!("tensor `{k}` is not part of {arch} ({} extra)", extra.len())));
-    }
-    Ok(out)
-}
-
 /// Writes through `write` into a temporary file beside `out`, syncs it and renames it to `out`;
 /// on failure the temporary file is removed.
 fn write_atomic(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
@@ -165,8 +129,9 @@ fn buffered(
 /// # Errors
 /// - [`Error::Io`] naming `out` when it is a directory, or when a detectron2 export is not named
 ///   `*.pkl` (detectron2 reads a pickle only from such a name);
-/// - [`Error::Checkpoint`] for a missing or malformed checkpoint, or a backbone that does not
-///   match its config's architecture (a tensor missing, extra, or of another shape or kind);
+/// - [`Error::Checkpoint`] for a missing checkpoint, or an encoder that does not match its
+///   config's architecture (a tensor missing, extra, or of another shape or kind);
+/// - [`Error::Damaged`] for a checkpoint changed since it was saved, or a non-finite weight;
 /// - [`Error::Io`] when the file cannot be written (nothing is left behind);
 /// - [`Error::Unsupported`] for a tensor kind the container cannot hold (bf16 in numpy).
 pub fn export(path: &Path, format: ExportFormat, out: &Path) -> Result<Exported> {
@@ -183,11 +148,11 @@ pub fn export(path: &Path, format: ExportFormat, out: &Path) -> Result<Exported>
         );
     }
     let dir = resolve_checkpoint(path)?;
-    let config = checkpoint::read_state(&dir)?.config;
-    let tensors: Vec<(String, Tensor)> = checked_backbone(&dir, &config)?
-        .into_iter()
-        .map(|(name, t)| (format.rename(&name), t))
-        .collect();
+    // Verified: checksums, names, shapes and kinds against the architecture of its config,
+    // finite weights.
+    let (encoder, _) = checkpoint::read_encoder(&dir)?;
+    let tensors: Vec<(String, Tensor)> =
+        encoder.backbone_tensors().into_iter().map(|(name, t)| (format.rename(&name), t)).collect();
     write_atomic(out, |tmp| {
         if safetensors {
             return Tensor::write_safetensors(&tensors, tmp).map_err(Error::from);
@@ -204,7 +169,7 @@ pub fn export(path: &Path, format: ExportFormat, out: &Path) -> Result<Exported>
 mod tests {
     use super::*;
     use crate::checkpoint::{TrainState, save};
-    use crate::config::Method;
+    use crate::config::{Config, Method};
     use crate::method::build_pretrainer;
     use crate::method::tests::{TempDir, tiny_config};
     use crate::runtime::Runtime;

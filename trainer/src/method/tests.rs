@@ -14,6 +14,7 @@ use crate::bn::BnMode;
 use crate::config::{Config, Method};
 use crate::error::Result;
 use crate::input::BatchSource;
+use crate::run_dir::RunStart;
 use crate::runtime::{Runtime, test_runtimes};
 use crate::shim::{AutocastGuard, is_channels_last};
 use crate::source::{LoaderSource, SyntheticSource};
@@ -112,10 +113,11 @@ impl Drop for TempDir {
     }
 }
 
-/// Trains `config` on the photos into `dir`.
+/// Trains `config` on the photos into `dir`: a new run, or a resume of the run there.
 pub(crate) fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
     let mut source = LoaderSource::new(config)?;
-    let opts = TrainOptions { run_dir: dir.to_path_buf(), resume };
+    let start = if resume { RunStart::Resume } else { RunStart::New };
+    let opts = TrainOptions { run_dir: dir.to_path_buf(), start };
     train(config, &mut source, &opts, &mut |_| {})
 }
 

@@ -148,6 +148,13 @@ impl Encoder {
         &mut self.store
     }
 
+    /// The backbone's tensors under bare torchvision names (`conv1.weight`,
+    /// `layer1.0.bn1.running_mean`, ...), as contiguous CPU tensors.
+    pub fn backbone_tensors(&self) -> Vec<(String, Tensor)> {
+        let tensors = self.store.export("").into_iter();
+        tensors.filter_map(|(n, t)| n.strip_prefix("0.").map(|s| (s.to_string(), t))).collect()
+    }
+
     /// The backbone spec.
     pub fn spec(&self) -> &ResNetSpec {
         self.backbone.spec()
