@@ -11,7 +11,7 @@ export REGIONCL_PYTHON := $(abspath $(VENV))/bin/python
 # The interpreter pyo3 (python/) configures its build for, as maturin does.
 export PYO3_PYTHON := $(REGIONCL_PYTHON)
 
-.PHONY: test demo bench venv data build release wheel pytest gpu-bundle fmt clippy fuzz clean-data
+.PHONY: test demo compare bench venv data build release wheel pytest gpu-bundle fmt clippy fuzz clean-data
 
 test: venv data
 	$(CARGO) build --workspace --all-targets --release
@@ -20,6 +20,10 @@ test: venv data
 
 demo: venv data release
 	scripts/demo.sh
+
+# RegionCL-M vs MoCo v2, 3 seeds at the demo's budget (about an hour on 2 cores; resumable).
+compare: venv data release
+	scripts/compare.sh
 
 bench: venv data release
 	target/release/regioncl bench loader $(DATA)/shards/imagenet-like --compare-torchvision

@@ -34,22 +34,15 @@ for f in "$bin" "$py" "$data/fashion-mnist/train-images-idx3-ubyte.gz"; do
 done
 mkdir -p "$out"
 
-stage "Fashion-MNIST -> ImageFolder ($out/fashion-mnist)"
-"$py" scripts/fashion_mnist_to_imagefolder.py "$data/fashion-mnist" "$out/fashion-mnist" \
-  --subset "$subset" ${per_class:+--per-class "$per_class"}
-
-stage "convert to shards"
-fm=$out/fashion-mnist
-"$bin" convert --quiet "$fm/train" "$out/shards/train"
-"$bin" convert --quiet "$fm/test" "$out/shards/test"
-"$bin" convert --quiet --list "$fm/train-$subset.tsv" --root "$fm/train" "$out/shards/pretrain"
+stage "Fashion-MNIST -> ImageFolder -> shards ($out/shards)"
+REGIONCL_BIN=$bin REGIONCL_PYTHON=$py REGIONCL_DATA=$data \
+  scripts/fashion_mnist_shards.sh "$out" "$subset" "$per_class"
 
 stage "pretrain RegionCL-M ($config, $subset images)"
-rm -rf "$out/run"
 sets=(--set "data.root=$out/shards/pretrain")
 for s in ${DEMO_SETS:-}; do sets+=(--set "$s"); done
 train_start=$(date +%s)
-"$bin" train --config "$config" --out "$out/run" "${sets[@]}"
+"$bin" train --config "$config" --out "$out/run" --overwrite "${sets[@]}"
 train_s=$(($(date +%s) - train_start))
 
 stage "k-NN: learned vs random init vs raw pixels"

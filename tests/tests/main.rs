@@ -2,6 +2,7 @@
 //! area.
 
 mod cli;
+mod compare;
 mod convert;
 mod convert_safety;
 mod demo;

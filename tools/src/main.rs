@@ -1,5 +1,5 @@
 //! `regioncl`: convert image folders to shards, inspect them, benchmark the loader, train, evaluate,
-//! export. Each subcommand lives in its own module under `cmd/`.
+//! export, compare methods. Each subcommand lives in its own module under `cmd/`.
 
 use std::process::ExitCode;
 
@@ -33,6 +33,8 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Draw a run's metrics (loss terms, lr, throughput, k-NN) as PNGs.
     Plot(cmd::plot::PlotArgs),
+    /// Compare methods at the same budget over several seeds: k-NN, linear, few-shot linear.
+    Compare(cmd::compare::CompareArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Plot(args) => cmd::plot::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
     }
 }
 

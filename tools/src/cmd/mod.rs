@@ -57,6 +57,7 @@ pub(crate) use errln;
 pub mod bench;
 pub mod bench_loader;
 pub mod bench_train;
+pub mod compare;
 pub mod convert;
 pub mod env;
 pub mod eval;
