@@ -8,8 +8,8 @@
 //! naming the process that holds it.
 //!
 //! Data (`data.source`): `"shards"` runs the loader's multithreaded pipeline over a dataset made by
-//! `regioncl convert` (`data.root`), with pinned buffers on CUDA; `"photos"` reads an image folder
-//! with the trainer's single-threaded source (`data.root`, default `$REGIONCL_DATA/imagenet-like`);
+//! `regioncl convert` (`data.root`), with pinned buffers on CUDA; `"photos"` runs the same pipeline
+//! over an image folder of class subfolders (`data.root`, default `$REGIONCL_DATA/imagenet-like`);
 //! `"synthetic"` uses random pixels.
 //!
 //! `--knn-train SHARDS --knn-test SHARDS [--knn-every N]` runs the online k-NN monitor (pooled
