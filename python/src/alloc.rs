@@ -3,58 +3,14 @@
 //! Either way the buffers are allocated once, when the pipeline starts, and their addresses are
 //! recorded so Python can check that a batch's tensors are the loader's own memory.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use regioncl_loader::{AllocError, BufferAllocator, HostBuffer};
+use regioncl_loader::{AlignedBuffer, AllocError, BufferAllocator, HostBuffer};
 
 /// Page size the heap buffers are aligned to.
 const PAGE: usize = 4096;
-
-/// Zeroed, page-aligned heap memory.
-struct PageBuffer {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the buffer owns its allocation exclusively (like a Box<[u8]>).
-unsafe impl Send for PageBuffer {}
-
-impl PageBuffer {
-    fn layout(len: usize) -> Result<Layout, AllocError> {
-        Ok(Layout::from_size_align(len.max(1), PAGE)?)
-    }
-
-    fn new(len: usize) -> Result<Self, AllocError> {
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc_zeroed(Self::layout(len)?) };
-        let ptr =
-            NonNull::new(raw).ok_or_else(|| format!("out of memory allocating {len} bytes"))?;
-        Ok(Self { ptr, len })
-    }
-}
-
-impl HostBuffer for PageBuffer {
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and `&mut self` is the only access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for PageBuffer {
-    fn drop(&mut self) {
-        if let Ok(layout) = Self::layout(self.len) {
-            // SAFETY: allocated in `new` with this layout.
-            unsafe { dealloc(self.ptr.as_ptr(), layout) }
-        }
-    }
-}
 
 /// A torch tensor's storage (`torch.empty(n, dtype=torch.uint8, pin_memory=True)`), kept alive by
 /// a reference to the tensor.
@@ -80,7 +36,7 @@ impl HostBuffer for TorchBuffer {
     }
 }
 
-/// Hands out [`PageBuffer`]s, or tensors from `pinned` (a Python callable `n -> uint8 tensor`),
+/// Hands out page-aligned [`AlignedBuffer`]s, or tensors from `pinned` (a Python callable `n -> uint8 tensor`),
 /// and remembers where they are.
 pub(crate) struct Allocator {
     pinned: Option<Py<PyAny>>,
@@ -116,7 +72,7 @@ impl Allocator {
 impl BufferAllocator for Allocator {
     fn allocate(&self, bytes: usize) -> Result<Box<dyn HostBuffer>, AllocError> {
         let buffer: Box<dyn HostBuffer> = match &self.pinned {
-            None => Box::new(PageBuffer::new(bytes)?),
+            None => Box::new(AlignedBuffer::with_alignment(bytes, PAGE)?),
             Some(factory) => Box::new(Self::torch(factory, bytes).map_err(|e| e.to_string())?),
         };
         let addr = buffer.as_slice().as_ptr() as usize;

@@ -45,11 +45,13 @@ impl BufferAllocator for HeapAllocator {
     }
 }
 
-/// A zeroed, 64-byte aligned heap buffer.
+/// A zeroed, aligned heap buffer (64 bytes by default, any power of two with
+/// [`AlignedBuffer::with_alignment`]).
 #[derive(Debug)]
 pub struct AlignedBuffer {
     ptr: NonNull<u8>,
     len: usize,
+    align: usize,
 }
 
 // SAFETY: the buffer owns its allocation exclusively (like a Box<[u8]>); nothing else aliases it.
@@ -63,12 +65,20 @@ impl AlignedBuffer {
     /// # Errors
     /// When the layout is invalid or the allocation fails.
     pub fn new(len: usize) -> Result<Self, AllocError> {
-        let layout = Layout::from_size_align(len.max(1), Self::ALIGN)?;
+        Self::with_alignment(len, Self::ALIGN)
+    }
+
+    /// `len` zero bytes aligned to `align` (a power of two, e.g. 4096 for page-aligned buffers).
+    ///
+    /// # Errors
+    /// When `align` is not a power of two, the layout overflows or the allocation fails.
+    pub fn with_alignment(len: usize, align: usize) -> Result<Self, AllocError> {
+        let layout = Layout::from_size_align(len.max(1), align)?;
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr =
             NonNull::new(raw).ok_or_else(|| format!("out of memory allocating {len} bytes"))?;
-        Ok(Self { ptr, len })
+        Ok(Self { ptr, len, align })
     }
 }
 
@@ -85,11 +95,11 @@ impl HostBuffer for AlignedBuffer {
 
 impl Drop for AlignedBuffer {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout (the layout was valid then).
+        // SAFETY: allocated in `with_alignment` with exactly this layout (valid then).
         unsafe {
             dealloc(
                 self.ptr.as_ptr(),
-                Layout::from_size_align_unchecked(self.len.max(1), Self::ALIGN),
+                Layout::from_size_align_unchecked(self.len.max(1), self.align),
             )
         }
     }
