@@ -153,4 +153,6 @@ pub use crate::params::{
 };
 pub use crate::resize::{Interpolation, Resizer};
 pub use crate::rng::KeyedRng;
-pub use crate::view::{SOLARIZE_THRESHOLD, ViewOutput, ViewScratch, apply_color_ops, render_view};
+pub use crate::view::{
+    SOLARIZE_THRESHOLD, ViewOutput, ViewScratch, apply_color_ops, render_view, render_window,
+};

@@ -5,16 +5,19 @@
 //! PIL's `Image.resize(..., BILINEAR | BICUBIC)` and torchvision's `resize(..., antialias=True)`:
 //! one pass per axis, each in fixed point, u8 between the passes.
 //!
-//! Crop semantics are torchvision's `resized_crop`: the crop is cut out first and is a hard border,
-//! so pixels outside it never leak into the view (PIL's `resize(box=...)` would read them). A box
-//! with fractional edges (a crop mapped onto a DCT-scaled decode) is resampled inside its integer
-//! hull.
+//! Two crop semantics:
+//! - [`Resizer::resize_crop`] is torchvision's `resized_crop` (RandomResizedCrop): the crop is cut
+//!   out first and is a hard border, so pixels outside it never leak into the view. A box with
+//!   fractional edges (a crop mapped onto a DCT-scaled decode) is resampled inside its integer hull.
+//! - [`Resizer::resize_window`] is PIL's `Image.resize(size, box=...)`: the box is a window of the
+//!   whole image resized, and the filter reads the pixels around it, so the window equals the same
+//!   pixels of a full resize (torchvision's `Resize` + `CenterCrop`).
 
 use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
 
 use crate::error::{Error, Result};
-use crate::geometry::{CropBox, RgbImage};
+use crate::geometry::{CropBox, Rect, RgbImage};
 use crate::simd::simd_kernel;
 
 /// The resampling filter of a view's resize.
@@ -38,6 +41,24 @@ impl Interpolation {
             Interpolation::Bicubic => FilterType::CatmullRom,
         }
     }
+
+    /// The filter's radius in source pixels when upscaling: 1 (bilinear) or 2 (bicubic). When
+    /// downscaling by `s`, it reads `s` times as far.
+    pub fn support(self) -> f64 {
+        match self {
+            Interpolation::Bilinear => 1.0,
+            Interpolation::Bicubic => 2.0,
+        }
+    }
+}
+
+/// What the resize of a box may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edge {
+    /// Only the box's integer hull.
+    Hard,
+    /// The whole source.
+    Open,
 }
 
 /// A reusable resizer: keeps fast_image_resize's intermediate buffer between calls, so resizing
@@ -57,7 +78,8 @@ impl Resizer {
     }
 
     /// Resizes the `crop` of `src` to `dst_w` x `dst_h` with `filter` and writes it into `dst`
-    /// (`[dst_h, dst_w, 3]`, packed), mirrored left-right when `flip`.
+    /// (`[dst_h, dst_w, 3]`, packed), mirrored left-right when `flip`. Nothing outside the crop's
+    /// integer hull is read (torchvision's `resized_crop`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the crop is empty, not finite or not inside `src`, when the
@@ -70,6 +92,43 @@ impl Resizer {
         dst: &mut [u8],
         dst_w: u32,
         dst_h: u32,
+        filter: Interpolation,
+        flip: bool,
+    ) -> Result<()> {
+        self.resize(src, crop, Edge::Hard, dst, (dst_w, dst_h), filter, flip)
+    }
+
+    /// As [`Resizer::resize_crop`], but `window` is a window of the whole of `src` resized by the
+    /// window's scale (`window.w / dst_w` source pixels per output pixel): the filter reads the
+    /// source pixels around the window, up to the edges of `src`, so the output equals those
+    /// pixels of the full resize (PIL's `Image.resize((dst_w, dst_h), box=window)`). `src` must
+    /// hold the filter's reach around the window ([`Interpolation::support`] times the scale, at
+    /// least 1) or end where the image ends.
+    ///
+    /// # Errors
+    /// As [`Resizer::resize_crop`].
+    #[allow(clippy::too_many_arguments)] // the view's geometry, spelled out
+    pub fn resize_window(
+        &mut self,
+        src: &RgbImage,
+        window: &CropBox,
+        dst: &mut [u8],
+        dst_w: u32,
+        dst_h: u32,
+        filter: Interpolation,
+        flip: bool,
+    ) -> Result<()> {
+        self.resize(src, window, Edge::Open, dst, (dst_w, dst_h), filter, flip)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resize(
+        &mut self,
+        src: &RgbImage,
+        crop: &CropBox,
+        edge: Edge,
+        dst: &mut [u8],
+        (dst_w, dst_h): (u32, u32),
         filter: Interpolation,
         flip: bool,
     ) -> Result<()> {
@@ -90,7 +149,12 @@ impl Resizer {
         let fir_err = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("resize: {e}"));
         let src_ref = ImageRef::new(src.width(), src.height(), src.as_bytes(), PixelType::U8x3)
             .map_err(|e| fir_err(&e))?;
-        let hull = crop.hull();
+        // Hard: the hull is the source, so the filter's taps stop at its edges. Open: the whole
+        // source, so they reach past the box (fast_image_resize clamps them to the source only).
+        let hull = match edge {
+            Edge::Hard => crop.hull(),
+            Edge::Open => Rect::full(src.width(), src.height()),
+        };
         let view =
             CroppedImage::new(&src_ref, hull.x, hull.y, hull.w, hull.h).map_err(|e| fir_err(&e))?;
         let options = ResizeOptions::new()
@@ -146,7 +210,6 @@ simd_kernel! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::Rect;
 
     fn noise(w: u32, h: u32, seed: u64) -> RgbImage {
         let mut rng = crate::rng::KeyedRng::new(&[seed]);
@@ -181,6 +244,46 @@ mod tests {
             .resize_crop(&src, &crop, &mut dst, 7, 5, Interpolation::Bilinear, false)
             .unwrap();
         assert!(dst.iter().all(|&v| v == 255));
+    }
+
+    #[test]
+    fn a_window_is_those_pixels_of_the_full_resize() {
+        // The regression behind `resize_window`: a window of a resize is the full resize's pixels,
+        // borders included, because the filter reads around the box (a hard crop differs there).
+        let src = noise(60, 45, 4);
+        let mut r = Resizer::new();
+        for (ow, oh, filter) in [
+            (30, 15, Interpolation::Bilinear),
+            (23, 17, Interpolation::Bilinear),
+            (23, 17, Interpolation::Bicubic),
+        ] {
+            let mut full = vec![0; ow * oh * 3];
+            let whole = CropBox::from(Rect::full(60, 45));
+            r.resize_crop(&src, &whole, &mut full, ow as u32, oh as u32, filter, false).unwrap();
+            let (sx, sy) = (60.0 / ow as f64, 45.0 / oh as f64);
+            let (x0, y0, w, h) = (4, 3, ow - 9, oh - 6);
+            let window = CropBox {
+                x: x0 as f64 * sx,
+                y: y0 as f64 * sy,
+                w: w as f64 * sx,
+                h: h as f64 * sy,
+            };
+            let (mut open, mut hard) = (vec![0; w * h * 3], vec![0; w * h * 3]);
+            r.resize_window(&src, &window, &mut open, w as u32, h as u32, filter, false).unwrap();
+            r.resize_crop(&src, &window, &mut hard, w as u32, h as u32, filter, false).unwrap();
+            let mut worst = (0, 0);
+            for y in 0..h {
+                let want = &full[((y0 + y) * ow + x0) * 3..((y0 + y) * ow + x0 + w) * 3];
+                for (a, (b, c)) in want.iter().zip(open[y * w * 3..].iter().zip(&hard[y * w * 3..]))
+                {
+                    worst.0 = worst.0.max(a.abs_diff(*b));
+                    worst.1 = worst.1.max(a.abs_diff(*c));
+                }
+            }
+            // Integer scales give the same coefficients; others may round one tap differently.
+            assert!(worst.0 <= 1, "{ow}x{oh} {filter:?}: window vs full resize {worst:?}");
+            assert!(worst.1 > 8, "{ow}x{oh} {filter:?}: a hard crop differs at its border");
+        }
     }
 
     #[test]

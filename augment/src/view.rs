@@ -57,9 +57,10 @@ impl ViewScratch {
 
 /// Renders one view: crops `crop` (in `src`'s coordinates, e.g. a box of a
 /// [`DecodePlan`](crate::DecodePlan)) out of the decoded `src`, resizes it with antialiasing to the
-/// output size with `params.interpolation`, mirrors it when `params.flip`, and for [`ViewOutput::F32Chw`] applies the colour
-/// operations of `params` on the CPU and normalises. `params.crop` is not read: `crop` is where
-/// that crop landed in the decoded pixels.
+/// output size with `params.interpolation`, mirrors it when `params.flip`, and for
+/// [`ViewOutput::F32Chw`] applies the colour operations of `params` on the CPU and normalises.
+/// `params.crop` is not read: `crop` is where that crop landed in the decoded pixels. The crop is
+/// a hard border, as in torchvision's `RandomResizedCrop` ([`Resizer::resize_crop`]).
 ///
 /// The op order is the MoCo v2 pipeline's: crop, jitter, grayscale, blur, solarize, flip,
 /// normalize. The flip is applied at the resize instead; every later op commutes with it.
@@ -78,16 +79,48 @@ pub fn render_view(
     out: ViewOutput<'_>,
     scratch: &mut ViewScratch,
 ) -> Result<()> {
+    render(src, crop, false, params, out, scratch)
+}
+
+/// As [`render_view`], but `window` is a window of the whole of `src` resized, and the filter reads
+/// the pixels around it ([`Resizer::resize_window`]): torchvision's `Resize` + `CenterCrop`, exact
+/// on the window. `src` must hold the filter's reach around the window or end where the image ends.
+///
+/// # Errors
+/// As [`render_view`].
+///
+/// # Panics
+/// As [`render_view`].
+pub fn render_window(
+    src: &RgbImage,
+    window: &CropBox,
+    params: &ViewParams,
+    out: ViewOutput<'_>,
+    scratch: &mut ViewScratch,
+) -> Result<()> {
+    render(src, window, true, params, out, scratch)
+}
+
+fn render(
+    src: &RgbImage,
+    crop: &CropBox,
+    open: bool,
+    params: &ViewParams,
+    out: ViewOutput<'_>,
+    scratch: &mut ViewScratch,
+) -> Result<()> {
+    let resize = |r: &mut Resizer, dst: &mut [u8], w: u32, h: u32| {
+        let (filter, flip) = (params.interpolation, params.flip);
+        if open {
+            r.resize_window(src, crop, dst, w, h, filter, flip)
+        } else {
+            r.resize_crop(src, crop, dst, w, h, filter, flip)
+        }
+    };
     match out {
-        ViewOutput::U8Hwc { pixels, width, height } => scratch.resizer.resize_crop(
-            src,
-            crop,
-            pixels,
-            width,
-            height,
-            params.interpolation,
-            params.flip,
-        ),
+        ViewOutput::U8Hwc { pixels, width, height } => {
+            resize(&mut scratch.resizer, pixels, width, height)
+        }
         ViewOutput::F32Chw { pixels, width, height, normalize } => {
             let n = width as usize * height as usize * 3;
             if pixels.len() != n {
@@ -97,15 +130,7 @@ pub fn render_view(
                 )));
             }
             scratch.rgb.resize(n, 0);
-            scratch.resizer.resize_crop(
-                src,
-                crop,
-                &mut scratch.rgb,
-                width,
-                height,
-                params.interpolation,
-                params.flip,
-            )?;
+            resize(&mut scratch.resizer, &mut scratch.rgb, width, height)?;
             hwc_to_chw_f32(&scratch.rgb, pixels);
             apply_color_ops(pixels, width, height, params, &mut scratch.blur);
             normalize.apply(pixels);

@@ -18,6 +18,9 @@ each. Images are raw files: u8 [H, W, 3] on input.
          (kernel 2 * ceil(3 sigma) + 1) | solarize t | normalize (ImageNet mean/std)
   {"id": 2, "kind": "decode_pil", "path": "/x.jpg"}
       -> u8 [H, W, 3]: PIL's decode converted to RGB, preceded by two u32 (width, height)
+  {"id": 3, "kind": "center", "path": "/x.jpg", "resize": 256, "crop": 224}
+      -> u8 [crop, crop, 3]: the ImageNet evaluation transform, Resize(resize) + CenterCrop(crop),
+         on PIL's decode converted to RGB
 """
 
 import json
@@ -94,6 +97,14 @@ def decode_pil(_directory, case):
     return np.array([w, h], dtype="<u4").tobytes() + rgb.tobytes()
 
 
+def center(_directory, case):
+    t = torchvision.transforms.Compose(
+        [torchvision.transforms.Resize(case["resize"]), torchvision.transforms.CenterCrop(case["crop"])]
+    )
+    with Image.open(case["path"]) as im:
+        return np.asarray(t(im.convert("RGB"))).tobytes()
+
+
 def main():
     if not torchvision.__version__.startswith("0.26"):
         sys.exit(f"torchvision_ref.py: torchvision 0.26 expected, found {torchvision.__version__}")
@@ -101,7 +112,7 @@ def main():
     directory = sys.argv[1]
     with open(os.path.join(directory, "cases.json")) as f:
         cases = json.load(f)
-    kinds = {"resize": resize, "color": color, "decode_pil": decode_pil}
+    kinds = {"resize": resize, "color": color, "decode_pil": decode_pil, "center": center}
     for case in cases:
         data = kinds[case["kind"]](directory, case)
         with open(os.path.join(directory, f"out_{case['id']}.bin"), "wb") as f:

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use regioncl_augment::{KeyedRng, Rect, ViewParams, ViewSpec};
+use regioncl_augment::{CropBox, KeyedRng, Rect, ViewParams, ViewSpec};
 
 use crate::error::{Error, Result};
 use crate::order::{Order, OrderKind};
@@ -82,13 +82,45 @@ pub(crate) fn plan_views(
         .collect()
 }
 
-/// The crop (in original pixels) that `Resize(resize)` + `CenterCrop(spec size)` keeps.
+/// The crop that `Resize(resize)` + `CenterCrop(spec size)` keeps, in whole pixels of the original
+/// image: [`center_box`] rounded. The worker renders the exact box.
 fn center_crop(w: u32, h: u32, resize: u32, spec: &ViewSpec) -> Rect {
-    // Resize scales the shorter side to `resize`: one output pixel is `short / resize` input pixels.
-    let px = f64::from(w.min(h)) / f64::from(resize.max(1));
-    let cw = ((f64::from(spec.width) * px).round() as u32).clamp(1, w);
-    let ch = ((f64::from(spec.height) * px).round() as u32).clamp(1, h);
-    Rect::new((w - cw) / 2, (h - ch) / 2, cw, ch)
+    let b = center_box(w, h, resize, spec.width, spec.height);
+    let x0 = (b.x.round() as u32).min(w - 1);
+    let y0 = (b.y.round() as u32).min(h - 1);
+    let x1 = ((b.x + b.w).round() as u32).clamp(x0 + 1, w);
+    let y1 = ((b.y + b.h).round() as u32).clamp(y0 + 1, h);
+    Rect::new(x0, y0, x1 - x0, y1 - y0)
+}
+
+/// The window of a `w` x `h` image that torchvision's `Resize(resize)` + `CenterCrop((out_h,
+/// out_w))` keeps, in original pixels with fractional edges (torchvision 0.26 `resize` and
+/// `center_crop`): the shorter side becomes `resize`, the longer `floor(resize * long / short)`;
+/// the crop starts at `round((resized - out) / 2)` (Python's round, halves to even); each axis
+/// maps back by its own scale `original / resized`, as PIL's resize does. Rendering this window
+/// with the filter reading around it ([`regioncl_augment::render_window`]) gives torchvision's
+/// pixels. Needs `out_w, out_h <= resize` ([`Recipe::validate`]) and a non-empty image.
+pub(crate) fn center_box(w: u32, h: u32, resize: u32, out_w: u32, out_h: u32) -> CropBox {
+    let (short, long) = (u64::from(w.min(h)), u64::from(w.max(h)));
+    let resized_long = u64::from(resize) * long / short;
+    let (rw, rh) =
+        if w <= h { (u64::from(resize), resized_long) } else { (resized_long, u64::from(resize)) };
+    // Python's round((resized - out) / 2.0): the half-way case goes to the even neighbour.
+    let start = |resized: u64, out: u32| {
+        let d = resized.saturating_sub(u64::from(out));
+        let half = d / 2;
+        if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
+    };
+    // Products before the division keep the edges exact where they meet the image's.
+    let axis = |size: u32, resized: u64, out: u32| {
+        let (size, r) = (size as f64, resized as f64);
+        let x0 = start(resized, out) as f64 * size / r;
+        let x1 = (start(resized, out) + u64::from(out)) as f64 * size / r;
+        (x0, (x1 - x0).min(size - x0))
+    };
+    let (x, bw) = axis(w, rw, out_w);
+    let (y, bh) = axis(h, rh, out_h);
+    CropBox { x, y, w: bw, h: bh }
 }
 
 /// What a [`Planner`] is made of; the builder's planning half.

@@ -118,8 +118,19 @@ impl Recipe {
         if self.views.is_empty() {
             return Err(Error::Config("recipe.views: no views".into()));
         }
-        if let Sampling::Center { resize: 0 } = self.sampling {
-            return Err(Error::Config("recipe.sampling: resize must be at least 1".into()));
+        if let Sampling::Center { resize } = self.sampling {
+            if resize == 0 {
+                return Err(Error::Config("recipe.sampling: resize must be at least 1".into()));
+            }
+            if let Some((i, v)) =
+                self.views.iter().enumerate().find(|(_, v)| v.width.max(v.height) > resize)
+            {
+                return Err(Error::Config(format!(
+                    "recipe.views[{i}]: a {}x{} centre crop does not fit the image resized to \
+                     {resize} on its shorter side",
+                    v.width, v.height
+                )));
+            }
         }
         for (i, v) in self.views.iter().enumerate() {
             v.validate().map_err(|e| Error::Config(format!("recipe.views[{i}]: {e}")))?;

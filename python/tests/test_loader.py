@@ -4,6 +4,7 @@ errors, and the colour module against the CPU ops."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -238,3 +239,25 @@ def test_cuda_uploads_from_pinned_buffers(dataset: regioncl.Dataset) -> None:
     for a, b, _ in zip(loader, host, range(6)):
         assert a.views[0].is_cuda and a.labels.is_cuda
         assert float((a.views[0].cpu() - b.views[0]).abs().max()) < 1e-4
+
+
+def test_eval_crop_matches_torchvision(dataset: regioncl.Dataset) -> None:
+    """recipes.eval_center(256, 224) against torchvision's Resize(256) + CenterCrop(224) on PIL
+    images (the ImageNet evaluation transform): within 1 level per pixel."""
+    from PIL import Image
+    import torchvision.transforms as T
+
+    tv = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
+    loader = regioncl.Loader(
+        dataset, recipes.eval_center(256, 224), 16, shuffle=False, drop_last=False,
+        threads=2, colour="none", dtype="uint8",
+    )
+    batch = next(iter(loader))
+    assert batch.indices.tolist() == list(range(16))
+    worst = 0
+    for i in range(16):
+        img = Image.open(io.BytesIO(dataset[i][0])).convert("RGB")
+        want = tv(img).to(torch.int16)
+        diff = (batch.views[0][i].to(torch.int16) - want).abs()
+        worst = max(worst, int(diff.max()))
+    assert worst <= 1

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use regioncl_augment::{
-    DecodeOptions, DecodePlan, DecodePlanOptions, KeyedRng, Normalize, RgbImage, ViewGeometry,
-    ViewOutput, ViewParams, ViewScratch, render_view,
+    CropBox, DecodeOptions, DecodePlan, DecodePlanOptions, KeyedRng, Normalize, Rect, RgbImage,
+    ViewGeometry, ViewOutput, ViewParams, ViewScratch, ViewSpec, render_view, render_window,
 };
 
 use crate::pipeline::BadRecords;
 use crate::pipeline::batch::{SkippedRecord, Substitution, ViewLayout};
 use crate::pipeline::buffer::BufferSet;
 use crate::pipeline::stats::Counters;
-use crate::plan::{BatchPlan, plan_views};
-use crate::recipe::Recipe;
+use crate::plan::{BatchPlan, center_box, plan_views};
+use crate::recipe::{Recipe, Sampling};
 use crate::record::{BadRecord, BadRecordKind, chain, decode};
 use crate::source::RecordSource;
 
@@ -125,6 +125,8 @@ pub(crate) struct Scratch {
     decode: DecodePlan,
     views: ViewScratch,
     geometry: Vec<ViewGeometry>,
+    /// The evaluation crop's exact windows, per view.
+    windows: Vec<CropBox>,
 }
 
 /// Runs samples `range` of `job`. Returns true when this call finished the job.
@@ -197,13 +199,34 @@ fn render_record(
         source.read(index, &mut s.bytes).map_err(|e| bad(BadRecordKind::Read(Box::new(e))))?;
     let t1 = Instant::now();
     Counters::add(&shared.counters.read_ns, t1 - t0);
+    // The evaluation crop (torchvision's Resize + CenterCrop) is rendered as the exact window of
+    // the full resize, from a full-scale decode that holds the filter's reach around it: a DCT
+    // scale or a crop cut to whole pixels would each move it several levels from torchvision's.
+    let center = match shared.recipe.sampling {
+        Sampling::Center { resize } => Some(resize),
+        _ => None,
+    };
     s.geometry.clear();
+    s.windows.clear();
     for (v, p) in params.iter().enumerate() {
         let spec = &shared.recipe.views[v];
-        s.geometry.push(ViewGeometry { crop: p.crop, width: spec.width, height: spec.height });
+        let crop = match center {
+            None => p.crop,
+            Some(resize) => {
+                let window =
+                    center_box(record.width, record.height, resize, spec.width, spec.height);
+                s.windows.push(window);
+                reach(&window, spec, record.width, record.height)
+            }
+        };
+        s.geometry.push(ViewGeometry { crop, width: spec.width, height: spec.height });
     }
+    let options = match center {
+        None => shared.decode,
+        Some(_) => DecodePlanOptions { dct_scaling: false, ..shared.decode },
+    };
     s.decode
-        .plan(record.width, record.height, &s.geometry, &shared.decode)
+        .plan(record.width, record.height, &s.geometry, &options)
         .map_err(|e| bad(BadRecordKind::Decode(e)))?;
     decode(&record, &s.decode.decode_options(&shared.base_decode), &mut s.image).map_err(bad)?;
     let label = record.label;
@@ -236,10 +259,33 @@ fn render_record(
                 }
             }
         };
-        render_view(&s.image, &s.decode.boxes()[v], params[v], out, &mut s.views)
-            .map_err(|source| bad(BadRecordKind::Render { view: v, source }))?;
+        let rendered = match center {
+            None => render_view(&s.image, &s.decode.boxes()[v], params[v], out, &mut s.views),
+            Some(_) => {
+                // The window, in the coordinates of the decoded region (full scale).
+                let (region, w) = (s.decode.region(), s.windows[v]);
+                let window =
+                    CropBox { x: w.x - f64::from(region.x), y: w.y - f64::from(region.y), ..w };
+                render_window(&s.image, &window, params[v], out, &mut s.views)
+            }
+        };
+        rendered.map_err(|source| bad(BadRecordKind::Render { view: v, source }))?;
     }
     Counters::add(&shared.counters.render_ns, t2.elapsed());
     job.labels[i].store(label, Ordering::Relaxed);
     Ok(())
+}
+
+/// The pixels of a `w` x `h` image that resizing `window` to `spec`'s size reads: the window grown
+/// by the filter's reach (its support times the downscale, at least the support) and one pixel,
+/// clamped to the image.
+fn reach(window: &CropBox, spec: &ViewSpec, w: u32, h: u32) -> Rect {
+    let support = spec.interpolation.support();
+    let rx = support * (window.w / f64::from(spec.width)).max(1.0) + 1.0;
+    let ry = support * (window.h / f64::from(spec.height)).max(1.0) + 1.0;
+    let x0 = (window.x - rx).floor().max(0.0) as u32;
+    let y0 = (window.y - ry).floor().max(0.0) as u32;
+    let x1 = ((window.x + window.w + rx).ceil() as u32).min(w);
+    let y1 = ((window.y + window.h + ry).ceil() as u32).min(h);
+    Rect::new(x0, y0, x1 - x0, y1 - y0)
 }
