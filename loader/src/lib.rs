@@ -75,6 +75,7 @@
 //! ```
 
 mod builder;
+#[cfg(feature = "convert")]
 mod convert;
 mod dataset;
 mod error;
@@ -93,6 +94,7 @@ mod swap;
 mod verify;
 
 pub use crate::builder::LoaderBuilder;
+#[cfg(feature = "convert")]
 pub use crate::convert::{
     ConvertConfig, ConvertSummary, DEFAULT_QUALITY, DEFAULT_SHARD_SIZE, MAX_THREADS, Progress,
     SKIPPED_FILE, Skipped, Source, convert,

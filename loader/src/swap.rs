@@ -22,10 +22,13 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum SwapSampler {
-    /// The released code's sampler, off-by-one clamp included (the published 69.4% used it).
+    /// The released code's sampler, off-by-one clamp included (the published 69.4% used it):
+    /// `v ~ U{0..W-1}`, `g = round_half_even(v / R)`, `s = min(R g, W - 1 - R k)`, cells from
+    /// `floor(s / R)` (docs/method.md 3.4).
     #[default]
     Official,
-    /// Grid-aligned, uniform origin: the pixel box is exactly the feature box.
+    /// Grid-aligned, uniform origin, the paper's intent: `x0 ~ U{0..G-k}`, and the pixel box is
+    /// exactly the feature box, `R * cells` (docs/method.md 3.5).
     Aligned,
 }
 

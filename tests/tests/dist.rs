@@ -13,8 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use regioncl_trainer::{
-    Dist, DistBackend, DistOptions, ParamStore, Sgd, is_channels_last, sync_batch_norm,
-    to_channels_last,
+    BnParams, Dist, DistBackend, DistOptions, Optimizer, ParamStore, is_channels_last,
+    sync_batch_norm, to_channels_last,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -281,10 +281,10 @@ fn grads_match_one_process(dist: &Dist) {
     let (xr, yr) = (x.narrow(0, dist.rank() as i64 * n, n), y.narrow(0, dist.rank() as i64 * n, n));
 
     let (shared, single) = (mlp(d), mlp(d));
-    let mut sgd = Sgd::new(0.9, false);
+    let mut sgd = Optimizer::sgd(0.9, false);
     sgd.add_group(&shared, "", 1e-4, 1.0, None);
     sgd.set_dist(dist.clone());
-    let mut sgd_one = Sgd::new(0.9, false);
+    let mut sgd_one = Optimizer::sgd(0.9, false);
     sgd_one.add_group(&single, "", 1e-4, 1.0, None);
     for step in 0..3 {
         sgd.zero_grad();
@@ -358,7 +358,15 @@ fn sync_bn_matches_full_batch_bn(dist: &Dist) {
         let (rm, rv) = (Tensor::zeros([c], (Kind::Float, d)), Tensor::ones([c], (Kind::Float, d)));
         let (wo, bo) = if affine { (Some(&wr), Some(&br)) } else { (None, None) };
         let before = dist.num_collectives().unwrap();
-        let y = sync_batch_norm(&xr, wo, bo, &rm, &rv, 0.1, 1e-5, dist).unwrap();
+        let bn = BnParams {
+            weight: wo,
+            bias: bo,
+            running_mean: &rm,
+            running_var: &rv,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let y = sync_batch_norm(&xr, &bn, dist).unwrap();
         assert_eq!(dist.num_collectives().unwrap(), before + 1, "{what}: forward collectives");
         assert_eq!(y.kind(), kind, "{what}: output kind");
         assert_eq!(is_channels_last(&y), is_channels_last(&xr), "{what}: memory format");

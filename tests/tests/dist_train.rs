@@ -151,6 +151,43 @@ fn other_methods_train_on_two_ranks() {
     assert!(!dir.path().join("rank1").exists(), "rank 1 wrote into its --out");
 }
 
+/// MoBY and RegionCL+MoBY (the nano ViT, AdamW, stochastic depth) on two ranks: the heads' BN is
+/// synchronised, both queues get every rank's keys, the gradients are averaged before clipping,
+/// and the drop-path masks are keyed by each sample's place in the global batch, so MoBY's first
+/// losses are one process's. RegionCL+MoBY pairs inside each rank's batch: only its run is checked.
+#[test]
+fn moby_trains_on_two_ranks() {
+    let dir = TempDir::new("dist-moby");
+    for method in ["moby", "regionclmoby"] {
+        let m = format!("method={method}");
+        let sets = [
+            m.as_str(),
+            "model.arch=vit_nano",
+            "model.drop_path=0.1",
+            "moco.shuffle_keys=false",
+            "optim.optimizer=adamw",
+            "optim.base_lr=0.002",
+            "optim.clip_grad=5",
+            "augment.asymmetric=true",
+            "run.max_steps=2",
+            "run.checkpoint_every=0",
+        ];
+        let (out, one) = (dir.path().join(method), dir.path().join(format!("{method}-one")));
+        train_world(&out, &dir.path().join("rank1"), &sets, false);
+        let two = losses(&out);
+        assert_eq!(two.len(), 2, "{method}");
+        assert!(two.iter().all(|l| l.1.is_finite()), "{method}: {two:?}");
+        if method == "regionclmoby" {
+            continue;
+        }
+        let args = train_args(&one, &sets, false);
+        run_ok(&args.iter().map(|a| a as &dyn AsRef<OsStr>).collect::<Vec<_>>());
+        let (a, b) = (losses(&one)[0], two[0]);
+        assert!((a.1 - b.1).abs() < 1e-4 * a.1.abs().max(1.0), "{method}: {a:?} vs {b:?}");
+    }
+    assert!(!dir.path().join("rank1").exists(), "rank 1 wrote into its --out");
+}
+
 /// N steps, then a resumed 2-process run for N more: the same losses as 2N steps at once (rank 0
 /// reads the checkpoint and broadcasts model, queue and optimiser state).
 #[test]

@@ -3,6 +3,7 @@
 //! PNGs, batch-size invariance of the features (pipeline batches vs the tail rendered outside the
 //! pipeline), and both evaluations of a checkpoint next to a randomly initialised network.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -270,56 +271,82 @@ fn knn_and_linear_on_a_checkpoint() {
     ]);
 }
 
+/// Trains `config` with `sets` for two steps into `dir/name`, then evaluates the checkpoint (k-NN,
+/// k-NN of a random network of its architecture, a one-epoch linear probe) and exports its
+/// backbone `--to format`; the exported tensors.
+fn train_evaluate_export(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    sets: &[&str],
+    format: &str,
+) -> Vec<(String, Tensor)> {
+    let (_, train, test) = fashion_mnist();
+    let run = dir.join(name);
+    let mut args: Vec<OsString> = ["train", "--config"].map(OsString::from).to_vec();
+    args.push(workspace().join("configs").join(config).into());
+    args.extend(["--out".into(), run.clone().into_os_string()]);
+    for s in sets.iter().chain(&["run.max_steps=2"]) {
+        args.extend(["--set".into(), OsString::from(s)]);
+    }
+    run_ok(&args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [
+        &"--checkpoint",
+        &run,
+        &"--train",
+        train,
+        &"--test",
+        test,
+        &"--threads",
+        &"2",
+        &"--batch=200",
+    ];
+    for extra in [None, Some("--random-init")] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &"knn", &"--k", &"20"];
+        args.extend(common);
+        args.extend(extra.as_ref().map(|e| e as &dyn AsRef<std::ffi::OsStr>));
+        let stdout = run_ok(&args);
+        assert!(stdout.contains("k=20"), "{name} {extra:?}: {stdout}");
+    }
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"eval", &"linear", &"--epochs", &"1", &"--no-aug"];
+    args.extend(common);
+    assert!(run_ok(&args).contains("best top-1"), "{name}: linear");
+    let out = dir.join(format!("{name}.safetensors"));
+    run_ok(&[&"export", &run, &"--to", &format, &"--out", &out]);
+    Tensor::read_safetensors(&out).expect("exported file")
+}
+
 /// Issue 12 #1: a checkpoint of every method, SimSiam's and RegionCL-S's (`encoder.*`) included,
 /// is evaluated (k-NN, k-NN of a random network of its architecture, linear probe) and exported.
 #[test]
 fn every_method_checkpoint_evaluates_and_exports() {
-    let (_, train, test) = fashion_mnist();
     let dir = TempDir::new("eval-methods");
     for method in ["regionclm", "mocov2", "densecl", "regioncld", "simsiam", "regioncls"] {
-        let run = dir.path().join(method);
         let set = format!("method={method}");
-        run_ok(&[
-            &"train",
-            &"--config",
-            &workspace().join("configs/tiny_cpu.toml"),
-            &"--out",
-            &run,
-            &"--set",
-            &"model.width=8",
-            &"--set",
-            &set,
-            &"--set",
-            &"run.max_steps=2",
-        ]);
-        let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [
-            &"--checkpoint",
-            &run,
-            &"--train",
-            train,
-            &"--test",
-            test,
-            &"--threads",
-            &"2",
-            &"--batch=200",
-        ];
-        for extra in [None, Some("--random-init")] {
-            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &"knn", &"--k", &"20"];
-            args.extend(common);
-            args.extend(extra.as_ref().map(|e| e as &dyn AsRef<std::ffi::OsStr>));
-            let stdout = run_ok(&args);
-            assert!(stdout.contains("k=20"), "{method} {extra:?}: {stdout}");
-        }
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"eval", &"linear", &"--epochs", &"1", &"--no-aug"];
-        args.extend(common);
-        assert!(run_ok(&args).contains("best top-1"), "{method}: linear");
-        let out = dir.path().join(format!("{method}.safetensors"));
-        run_ok(&[&"export", &run, &"--to", &"torchvision", &"--out", &out]);
-        let tensors = Tensor::read_safetensors(&out).expect("exported file");
+        let sets = ["model.width=8", set.as_str()];
+        let tensors =
+            train_evaluate_export(dir.path(), method, "tiny_cpu.toml", &sets, "torchvision");
         let conv1 = tensors.iter().find(|(n, _)| n == "conv1.weight").expect("conv1.weight");
         assert_eq!(conv1.1.size(), [8, 3, 3, 3], "{method}: small stem at width 8");
         assert!(tensors.iter().all(|(n, _)| !n.starts_with("fc.")), "{method}");
+    }
+}
+
+/// The same for the transformers of the MoBY methods (Swin with MoBY, ViT with RegionCL+MoBY):
+/// their k-NN reads the pooled token map or the class token, and they export `--to timm`.
+#[test]
+fn moby_checkpoints_evaluate_and_export_to_timm() {
+    let dir = TempDir::new("eval-moby");
+    for (method, arch, key) in [
+        ("moby", "swin_nano", "patch_embed.proj.weight"),
+        ("regionclmoby", "vit_nano", "cls_token"),
+    ] {
+        let (m, a) = (format!("method={method}"), format!("model.arch={arch}"));
+        let tensors =
+            train_evaluate_export(dir.path(), method, "moby_tiny_cpu.toml", &[&m, &a], "timm");
+        assert!(tensors.iter().any(|(n, _)| n == key), "{method} {arch}: no {key}");
+        assert!(tensors.iter().all(|(n, _)| !n.starts_with("head")), "{method}");
     }
 }
 

@@ -45,12 +45,12 @@ fn resnet50_run(dir: &Path) -> std::path::PathBuf {
     run
 }
 
-/// 16 Fashion-MNIST test images at 64 px, normalised: `[16, 3, 64, 64]`.
-fn real_input() -> Tensor {
+/// The first `n` Fashion-MNIST test images at `size` px, normalised: `[n, 3, size, size]`.
+pub(crate) fn real_input(n: usize, size: u32) -> Tensor {
     let (_, _, test) = fashion_mnist();
     let set = EvalSet::open(test).expect("open");
     let mut x = None;
-    set.for_each_center(EvalView { resize: 64, crop: 64 }, 16, 1, |px, _| {
+    set.for_each_center(EvalView { resize: size, crop: size }, n, 1, |px, _| {
         if x.is_none() {
             let f = px.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
             let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]);
@@ -110,7 +110,7 @@ fn torchvision_and_detectron2_exports_round_trip() {
 
     // Our pooled features on real images, in eval mode.
     let (encoder, _) = load_encoder(&run, Device::Cpu).expect("load");
-    let x = real_input();
+    let x = real_input(16, 64);
     let ours = tch::no_grad(|| {
         encoder.features(&x, BnMode::eval()).mean_dim([2, 3].as_slice(), false, Kind::Float)
     });

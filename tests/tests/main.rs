@@ -13,4 +13,5 @@ mod eval;
 mod export;
 mod inspect;
 mod plot;
+mod timm;
 mod train;

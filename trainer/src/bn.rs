@@ -22,7 +22,7 @@
 use tch::{Kind, Tensor};
 
 use crate::config::{BatchSplit, SplitBnImpl};
-use crate::dist::{Dist, DistHandle, sync_batch_norm};
+use crate::dist::{BnParams, Dist, DistHandle, sync_batch_norm};
 use crate::params::ParamStore;
 
 /// BN epsilon (PyTorch default).
@@ -132,10 +132,15 @@ impl BatchNorm2d {
         let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
         if let Some(h) = mode.sync {
             let dist = h.dist().expect("SyncBN: the multi-process run was dropped");
-            let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
-            let (rm, rv) = (&self.running_mean, &self.running_var);
-            return sync_batch_norm(x, w, b, rm, rv, BN_MOMENTUM, BN_EPS, &dist)
-                .unwrap_or_else(|e| panic!("SyncBN: {e}"));
+            let bn = BnParams {
+                weight: self.weight.as_ref(),
+                bias: self.bias.as_ref(),
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                momentum: BN_MOMENTUM,
+                eps: BN_EPS,
+            };
+            return sync_batch_norm(x, &bn, &dist).unwrap_or_else(|e| panic!("SyncBN: {e}"));
         }
         if mode.splits <= 1 {
             return self.call(x, &self.running_mean, &self.running_var, true);

@@ -3,7 +3,8 @@
 //! Unknown keys, values of the wrong type and values out of range are errors that name the key.
 //! The resolved config is saved in every checkpoint.
 //!
-//! - the schema: [`Config`] here, what is trained in `method.rs`, where and how in `run.rs`;
+//! - the schema: [`Config`] here, what is trained in `method.rs`, how it is optimised in
+//!   `optim.rs`, where and how it runs in `run.rs`;
 //! - the overrides and key checks: `overrides.rs`;
 //! - the value checks, with the bounds on every size (`MAX_*`): `validate.rs`, and
 //!   [`Config::batch_split`], the one rule that splits the global batch over the processes of a
@@ -13,14 +14,16 @@
 //! peak learning rate) is resolved once, by [`crate::Setup`].
 
 mod method;
+mod optim;
 mod overrides;
 mod run;
 mod validate;
 
 pub use method::{
-    Arch, DenseClConfig, InitScheme, LrScaling, Method, MocoConfig, ModelConfig, OptimConfig,
-    RegionConfig, RegionTerms, SimSiamConfig, SplitBnImpl, Stem, SwapSampler,
+    Arch, DenseClConfig, InitScheme, Method, MobyConfig, MocoConfig, ModelConfig, RegionConfig,
+    RegionTerms, SimSiamConfig, SplitBnImpl, Stem, SwapSampler,
 };
+pub use optim::{LrScaling, LrUpdate, OptimConfig, OptimizerKind};
 pub use run::{
     AugmentConfig, DataConfig, DataSource, DeviceChoice, DistBackend, Precision, RunConfig,
 };
@@ -49,6 +52,8 @@ pub struct Config {
     pub densecl: DenseClConfig,
     /// SimSiam and RegionCL-S.
     pub simsiam: SimSiamConfig,
+    /// MoBY and RegionCL+MoBY.
+    pub moby: MobyConfig,
     /// Optimiser and schedule.
     pub optim: OptimConfig,
     /// Input data.
@@ -69,6 +74,7 @@ impl Default for Config {
             region: RegionConfig::default(),
             densecl: DenseClConfig::default(),
             simsiam: SimSiamConfig::default(),
+            moby: MobyConfig::default(),
             optim: OptimConfig::default(),
             data: DataConfig::default(),
             augment: AugmentConfig::default(),
@@ -94,8 +100,8 @@ pub struct BatchSplit {
     /// normalised with its own batch statistics (one chunk = one virtual GPU), the RegionCL pairing
     /// reversed inside each.
     pub groups: i64,
-    /// One BN group over every rank's samples (SyncBN): SimSiam, or `moco.bn_splits = 1`, on more
-    /// than one process.
+    /// One BN group over every rank's samples (SyncBN): SimSiam, MoBY, or `moco.bn_splits = 1`, on
+    /// more than one process.
     pub sync: bool,
 }
 
@@ -154,7 +160,8 @@ impl Config {
     /// groups of the **global** batch for the momentum methods (the per-GPU BN of the official
     /// runs, emulated by split BN on one device), so a config means the same on any number of
     /// processes: a rank holds `bn_splits / world` groups (one = plain per-GPU BN), and
-    /// `bn_splits = 1` is SyncBN over every rank's samples. SimSiam always uses one group (SyncBN).
+    /// `bn_splits = 1` is SyncBN over every rank's samples. SimSiam and MoBY always use one group
+    /// (SyncBN, as their official code).
     /// With the region branch on, every group must hold an even number of samples for the pairing.
     ///
     /// # Errors
@@ -175,7 +182,10 @@ impl Config {
             ));
         }
         let rank_batch = global / w;
-        let g = if self.method.uses_queue() { self.moco.bn_splits } else { 1 };
+        let g = match self.method {
+            Method::SimSiam | Method::RegionCls | Method::Moby | Method::RegionClMoby => 1,
+            _ => self.moco.bn_splits,
+        };
         if g < 1 || global % g != 0 {
             return Err(Error::config(
                 "moco.bn_splits",
@@ -214,8 +224,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    /// Every recipe in `configs/` loads, and the ImageNet ones spread over 8 GPUs (one BN group,
-    /// 1 / 8 of the global batch, per rank).
+    /// Every recipe in `configs/` loads, and the ImageNet ones (ResNet-50, Swin-T, ViT-S/16)
+    /// spread over 8 GPUs (one BN group, 1 / 8 of the global batch, per rank).
     #[test]
     fn recipes_load_and_spread_over_8_ranks() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
@@ -227,14 +237,14 @@ mod tests {
             }
             let c = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             n += 1;
-            if path.to_string_lossy().contains("r50_imagenet") {
+            if path.to_string_lossy().contains("_imagenet") {
                 assert_eq!(c.run.dist_backend, DistBackend::Auto, "{}", path.display());
                 let split = c.batch_split(3, 8).unwrap();
                 assert_eq!(split.rank_batch, c.optim.batch_size / 8);
                 assert_eq!(split.groups, 1, "{}", path.display());
             }
         }
-        assert!(n >= 7, "{n} recipes");
+        assert!(n >= 13, "{n} recipes");
     }
 
     /// The world must divide the global batch and its BN groups; the errors name the key.
@@ -286,5 +296,36 @@ mod tests {
         let c = Config::from_toml("method = \"regioncld\"", &[]).unwrap();
         assert_eq!((BatchSplit::whole(&c).unwrap().groups, c.region_terms().negative), (8, true));
         assert_eq!(c.method.encoder_prefix(), "encoder_q.");
+    }
+
+    /// The MoBY methods: SyncBN (one group), the intra negative, transformers only with them,
+    /// sizes that tile into Swin's windows, a warm-up shorter than the run.
+    #[test]
+    fn moby_switches_and_errors() {
+        let sets = |s: &[&str]| s.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        let err = |s: &[&str]| Config::from_toml("", &sets(s)).unwrap_err().to_string();
+        let c =
+            Config::from_toml("", &sets(&["method=regionclmoby", "model.arch=swin_t"])).unwrap();
+        let split = BatchSplit::whole(&c).unwrap();
+        assert_eq!((split.groups, c.region_terms().negative), (1, true));
+        assert!(c.batch_split(0, 8).unwrap().sync);
+        assert_eq!(c.method.encoder_prefix(), "encoder_q.");
+        assert_eq!(c.model.stride(), 32);
+        let c = Config::from_toml("", &sets(&["method=moby", "model.arch=vit_s16"])).unwrap();
+        assert_eq!(c.model.stride(), 16);
+        assert!(err(&["model.arch=swin_t"]).contains("`model.arch`"));
+        let e = err(&["method=moby", "model.arch=swin_t", "data.image_size=96"]);
+        assert!(e.contains("`data.image_size`") && e.contains("windows"), "{e}");
+        assert!(err(&["optim.warmup_epochs=200"]).contains("`optim.warmup_epochs`"));
+        assert!(err(&["optim.betas=[0.9, 1.0]"]).contains("`optim.betas`"));
+        assert!(err(&["model.drop_path=1.0"]).contains("`model.drop_path`"));
+        assert!(err(&["optim.optimizer=adam"]).contains("`optim.optimizer`"));
+        for arch in ["resnet18", "resnet50", "swin_t", "swin_nano", "vit_s16", "vit_nano"] {
+            // The nano Swin (window 4, stride 16) does not tile 224 px; 64 px it does.
+            let size = if arch == "swin_nano" { 64 } else { 224 };
+            let (a, s) = (format!("model.arch={arch}"), format!("data.image_size={size}"));
+            let c = Config::from_toml("", &sets(&["method=moby", &a, &s])).unwrap();
+            assert_eq!(c.model.arch.as_str(), arch);
+        }
     }
 }

@@ -24,7 +24,7 @@ pub fn momentum_update(key: &ParamStore, query: &ParamStore, m: f64) -> Result<(
 mod tests {
     use super::*;
     use crate::config::{Arch, Stem};
-    use crate::model::{Encoder, ResNetSpec};
+    use crate::model::{BackboneSpec, Encoder, ResNetSpec};
     use crate::runtime::test_devices;
 
     /// docs/method.md 11.3 #8.
@@ -32,13 +32,13 @@ mod tests {
     fn ema_of_trainable_parameters_only() {
         for d in test_devices() {
             tch::manual_seed(0);
-            let spec = ResNetSpec {
+            let spec = BackboneSpec::ResNet(ResNetSpec {
                 arch: Arch::ResNet18,
                 stem: Stem::Small,
                 width: 4,
                 init: crate::config::InitScheme::OpenSelfSup,
                 zero_init_residual: false,
-            };
+            });
             let q = Encoder::new(spec, 16, 8, d, false).unwrap();
             let mut k = Encoder::new(spec, 16, 8, d, false).unwrap();
             k.store_mut().freeze();

@@ -65,16 +65,17 @@ pub use crate::bn::{BatchNorm2d, BnMode};
 pub use crate::checkpoint::{TrainState, Versions, export_backbone, latest as latest_checkpoint};
 pub use crate::config::{
     Arch, AugmentConfig, BatchSplit, Config, DataConfig, DataSource, DenseClConfig, DeviceChoice,
-    DistBackend, InitScheme, LrScaling, Method, MocoConfig, ModelConfig, OptimConfig, Precision,
-    RegionConfig, RegionTerms, RunConfig, SimSiamConfig, SplitBnImpl, Stem, SwapSampler,
+    DistBackend, InitScheme, LrScaling, LrUpdate, Method, MobyConfig, MocoConfig, ModelConfig,
+    OptimConfig, OptimizerKind, Precision, RegionConfig, RegionTerms, RunConfig, SimSiamConfig,
+    SplitBnImpl, Stem, SwapSampler,
 };
 pub use crate::dist::{
-    Dist, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
+    BnParams, Dist, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
 };
 pub use crate::error::{Error, Result};
 pub use crate::eval::{
     EvalSet, EvalView, FeatureSource, Features, KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord,
-    LinearConfig, LinearEpoch, LinearReport, LrSchedule, encode, few_shot_subset, knn_accuracy,
+    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, encode, few_shot_subset, knn_accuracy,
     linear_probe, linear_probe_features, load_encoder, pixel_features, random_encoder,
     resolve_checkpoint,
 };
@@ -87,20 +88,20 @@ pub use crate::loss::{
 };
 pub use crate::memory::PeakMemory;
 pub use crate::method::{
-    DenseContrast, MomentumContrast, MomentumEncoders, Pretrainer, SimSiam, StepLosses,
-    build_pretrainer,
+    DenseContrast, Moby, MomentumContrast, MomentumEncoders, Pretrainer, Scheduled, SimSiam,
+    StepLosses, build_pretrainer, moby_loss, moby_momentum,
 };
 pub use crate::metrics::{LogRecord, RunLog, read_metrics};
 pub use crate::model::{
-    DenseHead, Encoder, HeadSpec, Predictor, Projector, ResNet, ResNetSpec, SimSiamProjector,
-    l2_normalize,
+    BackboneSpec, DenseHead, DropPath, Encoder, HeadSpec, MobyMlp, MobyPredictor, Predictor,
+    Projector, ResNet, ResNetSpec, SimSiamProjector, Swin, SwinSpec, Vit, VitSpec, l2_normalize,
 };
-pub use crate::optim::Sgd;
+pub use crate::optim::{Optimizer, ParamGroup, Rule};
 pub use crate::params::{Named, ParamStore};
 pub use crate::queue::Queue;
 pub use crate::run_dir::{RUN_ENTRIES, RunStart};
 pub use crate::runtime::Runtime;
-pub use crate::schedule::cosine_lr;
+pub use crate::schedule::{LrSchedule, cosine_lr};
 pub use crate::setup::Setup;
 pub use crate::shim::{
     AutocastGuard, autocast_enabled, empty_pinned, is_channels_last, is_pinned, to_channels_last,

@@ -2,18 +2,16 @@
 //! the query view, and mask pooling on the feature map.
 //!
 //! A swap box has two faces: the **pixel box** copied between images and the **feature box** (grid
-//! cells of the backbone's stride-R map) pooled as the paste region. With the
-//! [`SwapSampler::Aligned`] sampler they coincide (`pixel = R * cells`); with the
-//! [`SwapSampler::Official`] sampler (the released code, with its off-by-one clamp) the pixel box can
-//! start 31 px after the feature box. Both are carried, so any plan (the loader's, or the samplers
-//! here) is representable.
+//! cells of the backbone's stride-R map) pooled as the paste region. With the loader's
+//! [`regioncl_loader::SwapSampler::Aligned`] sampler they coincide (`pixel = R * cells`); with
+//! [`regioncl_loader::SwapSampler::Official`] (the released code, with its off-by-one clamp) the
+//! pixel box can start 31 px after the feature box. Both are carried, so any plan of the loader's
+//! is representable.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::SwapSampler;
 use crate::error::{Error, Result};
-use crate::rng::KeyedRng;
 
 /// A box in feature-grid cells: columns `[x0, x0 + w)`, rows `[y0, y0 + h)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,40 +81,6 @@ impl SwapBox {
             return Err(Error::Input(format!("feature box {c:?} leaves no canvas")));
         }
         Ok(())
-    }
-}
-
-impl SwapSampler {
-    /// The loader's sampler of the same name.
-    pub fn to_loader(self) -> regioncl_loader::SwapSampler {
-        match self {
-            SwapSampler::Official => regioncl_loader::SwapSampler::Official,
-            SwapSampler::Aligned => regioncl_loader::SwapSampler::Aligned,
-        }
-    }
-
-    /// Draws a box for `height x width` views on a stride-`stride` grid, `c_lower..=c_upper` cells
-    /// per side, with the loader's sampler ([`regioncl_loader::sample_swap_box`]: the same draws
-    /// as a loader plan with the same generator).
-    pub fn sample(
-        self,
-        rng: &mut KeyedRng,
-        height: i64,
-        width: i64,
-        stride: i64,
-        c_lower: i64,
-        c_upper: i64,
-    ) -> SwapBox {
-        let u = |v: i64| u32::try_from(v).expect("swap geometry is validated by the config");
-        let config = regioncl_loader::SwapConfig {
-            stride: u(stride),
-            min_cells: u(c_lower),
-            max_cells: u(c_upper),
-            sampler: self.to_loader(),
-            view_width: u(width),
-            view_height: u(height),
-        };
-        SwapBox::from_loader(&regioncl_loader::sample_swap_box(&config, rng))
     }
 }
 
@@ -224,6 +188,8 @@ pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
 mod tests {
     use super::*;
     use crate::runtime::test_devices;
+    use crate::rng::KeyedRng;
+    use regioncl_loader::SwapSampler;
 
     /// docs/method.md 11.3 #4.
     #[test]
@@ -283,6 +249,28 @@ mod tests {
         }
     }
 
+    /// A box for `height x width` views on a stride-`stride` grid, `c_lower..=c_upper` cells per
+    /// side, drawn by the loader's `sampler` ([`regioncl_loader::sample_swap_box`]).
+    fn sample(
+        sampler: SwapSampler,
+        rng: &mut KeyedRng,
+        height: u32,
+        width: u32,
+        stride: u32,
+        c_lower: u32,
+        c_upper: u32,
+    ) -> SwapBox {
+        let config = regioncl_loader::SwapConfig {
+            stride,
+            min_cells: c_lower,
+            max_cells: c_upper,
+            sampler,
+            view_width: width,
+            view_height: height,
+        };
+        SwapBox::from_loader(&regioncl_loader::sample_swap_box(&config, rng))
+    }
+
     /// docs/method.md 11.3 #12 through the trainer's types: the official sampler's clamped origins
     /// (the exhaustive table is the loader's `swap` tests), the aligned sampler's coinciding faces.
     #[test]
@@ -292,13 +280,13 @@ mod tests {
         let mut at_127 = 0;
         let mut threes = 0;
         for _ in 0..draws {
-            let o = SwapSampler::Official.sample(&mut rng, 224, 224, 32, 3, 5);
+            let o = sample(SwapSampler::Official, &mut rng, 224, 224, 32, 3, 5);
             o.validate(224, 224, 7, 7).unwrap();
             if o.cells.w == 3 {
                 threes += 1;
                 at_127 += i32::from(o.pixel.x == 127);
             }
-            let b = SwapSampler::Aligned.sample(&mut rng, 224, 224, 32, 3, 5);
+            let b = sample(SwapSampler::Aligned, &mut rng, 224, 224, 32, 3, 5);
             assert_eq!(b, SwapBox::aligned(b.cells, 32));
             b.validate(224, 224, 7, 7).unwrap();
         }

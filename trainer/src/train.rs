@@ -1,4 +1,4 @@
-//! The training loop: batches from a [`BatchSource`], the method's step, the per-epoch cosine LR,
+//! The training loop: batches from a [`BatchSource`], the method's step, the LR schedule,
 //! logging, checkpoints, resume, and the stop on a non-finite loss.
 //!
 //! The run directory is locked while the run trains and is only reused by a resume or an
@@ -10,8 +10,8 @@
 //! backbone) and calls the log callback; the other ranks meet it at a barrier after every
 //! checkpoint. The model, its queues and the optimiser state are broadcast from rank 0 at the
 //! start (after a resume too: rank 0 reads the checkpoint), the gradients are averaged by
-//! [`crate::Sgd`], and the logged losses are the means over the ranks (every rank stops alike on a
-//! non-finite one).
+//! [`crate::Optimizer`], and the logged losses are the means over the ranks (every rank stops
+//! alike on a non-finite one).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,12 +22,12 @@ use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::eval::{KnnMonitor, KnnRecord};
 use crate::input::BatchSource;
-use crate::method::{Pretrainer, StepLosses, build_pretrainer};
+use crate::method::{Pretrainer, Scheduled, StepLosses, build_pretrainer};
 use crate::metrics::{LogRecord, MetricsFile};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::run_dir::{RunDir, RunStart};
 use crate::runtime::Runtime;
-use crate::schedule::cosine_lr;
+use crate::schedule::LrSchedule;
 use crate::setup::Setup;
 
 /// How to run.
@@ -177,10 +177,10 @@ pub fn train_distributed(
     let run_dir = opts.run_dir.as_path();
 
     let mut model = build_pretrainer(config, rt)?;
-    let mut sgd = model.optimizer(config);
-    sgd.set_dist(dist.clone());
+    let mut opt = model.optimizer(config);
+    opt.set_dist(dist.clone());
     // Rank 0 holds the run directory's lock until the run ends.
-    let (begun, _run_dir) = begin(config, dist, opts, model.as_mut(), &sgd)?;
+    let (begun, _run_dir) = begin(config, dist, opts, model.as_mut(), &opt)?;
     let start = begun.step;
     if let (true, Some(from)) = (main, &begun.from) {
         on_log(&TrainEvent::Resumed { from, step: start, skipped: &begun.skipped });
@@ -190,13 +190,13 @@ pub fn train_distributed(
     let total = config.optim.epochs.checked_mul(spe).ok_or_else(|| {
         Error::config("optim.epochs", format!("{} epochs of {spe} steps", config.optim.epochs))
     })?;
+    let schedule = LrSchedule::of(config, spe);
     let end = match config.run.max_steps {
         0 => total,
         n => n.min(total),
     };
     source.seek(start)?;
     let mut metrics = if main { Some(MetricsFile::open(run_dir, start)?) } else { None };
-    let peak = setup.peak_lr;
     let batch = config.optim.batch_size as f64;
     let t_run = Instant::now();
     let (mut t_window, mut wait_window, mut steps_window) = (Instant::now(), 0.0f64, 0u64);
@@ -215,8 +215,9 @@ pub fn train_distributed(
             )));
         }
         let epoch = step / spe;
-        let lr = cosine_lr(peak, epoch, config.optim.epochs);
-        let l = mean_over_ranks(dist, model.step(input, &mut sgd, lr)?)?;
+        let lr = schedule.at(step, epoch);
+        let at = Scheduled { lr, progress: step as f64 / total as f64 };
+        let l = mean_over_ranks(dist, model.step(input, &mut opt, at)?)?;
         if !l.is_finite() {
             return Err(Error::NonFinite {
                 step,
@@ -273,7 +274,7 @@ pub fn train_distributed(
             checkpoint = Some(if main {
                 let state = TrainState::new(config, done, spe, Some(l));
                 let keep = config.run.keep_checkpoints;
-                checkpoint::save(run_dir, model.as_ref(), &sgd, &state, keep)?
+                checkpoint::save(run_dir, model.as_ref(), &opt, &state, keep)?
             } else {
                 checkpoint::dir_of(run_dir, done)
             });
@@ -312,7 +313,7 @@ fn begin(
     dist: &Dist,
     opts: &TrainOptions,
     model: &mut dyn Pretrainer,
-    sgd: &Sgd,
+    opt: &Optimizer,
 ) -> Result<(Begun, Option<RunDir>)> {
     let run_dir = opts.run_dir.as_path();
     let mut outcome = Ok((Begun::default(), None));
@@ -321,7 +322,7 @@ fn begin(
             let dir = RunDir::open(run_dir, opts.start)?;
             write_config(run_dir, config)?;
             let begun = match opts.start {
-                RunStart::Resume => resume(config, run_dir, model, sgd)?,
+                RunStart::Resume => resume(config, run_dir, model, opt)?,
                 _ => Begun::default(),
             };
             Ok((begun, Some(dir)))
@@ -350,26 +351,30 @@ fn begin(
     let state = model.state_tensors();
     dist.broadcast_(&state.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)?;
     model.load_state(&state.into_iter().collect())?;
-    let bufs: Vec<&tch::Tensor> = sgd.groups().iter().flat_map(|g| &g.bufs).collect();
-    dist.broadcast_(&bufs, 0)?;
+    dist.broadcast_(&opt.state_tensors(), 0)?;
     if begun.from.is_none() && begun.step > 0 {
         begun.from = Some(checkpoint::dir_of(run_dir, begun.step));
     }
     Ok((begun, dir))
 }
 
-/// Loads the newest intact checkpoint of `run_dir` into `model` and `sgd`, skipping damaged
+/// Loads the newest intact checkpoint of `run_dir` into `model` and `opt`, skipping damaged
 /// newer ones; step 0 when there is none. A checkpoint of another config is an error, not skipped.
-fn resume(config: &Config, run_dir: &Path, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<Begun> {
+fn resume(
+    config: &Config,
+    run_dir: &Path,
+    model: &mut dyn Pretrainer,
+    opt: &Optimizer,
+) -> Result<Begun> {
     let mut skipped = Vec::new();
     for (_, dir) in checkpoint::list(run_dir)?.into_iter().rev() {
         let read = checkpoint::read_state(&dir).and_then(|state| {
             check_resumable(&state.config, config)?;
-            Loaded::read(&dir, model, sgd)
+            Loaded::read(&dir, model, opt)
         });
         match read {
             Ok(loaded) => {
-                let step = loaded.apply(model, sgd)?.step;
+                let step = loaded.apply(model, opt)?.step;
                 return Ok(Begun { step, from: Some(dir), skipped });
             }
             Err(error @ Error::Damaged { .. }) => skipped.push(SkippedCheckpoint { dir, error }),

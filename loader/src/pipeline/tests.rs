@@ -329,12 +329,20 @@ fn center_crop_recipe_is_deterministic_and_unflipped() {
         // exact one): its short side is 64 resized pixels.
         let px = f64::from(short) / 73.0;
         let side = v.crop.w.min(v.crop.h);
-        assert!(side.abs_diff((64.0 * px).round() as u32) <= 1, "{side} for a short side of {short}");
+        assert!(
+            side.abs_diff((64.0 * px).round() as u32) <= 1,
+            "{side} for a short side of {short}"
+        );
         // Centred within one resized pixel (torchvision rounds the start in resized pixels, and
         // floors the longer side), plus a pixel of rounding at each edge.
         let off = |start: u32, len: u32, size: u32| f64::from((2 * start + len).abs_diff(size));
         assert!(off(v.crop.x, v.crop.w, r.width) <= 2.0 * px + 2.0, "{:?} of {}", v.crop, r.width);
-        assert!(off(v.crop.y, v.crop.h, r.height) <= 2.0 * px + 2.0, "{:?} of {}", v.crop, r.height);
+        assert!(
+            off(v.crop.y, v.crop.h, r.height) <= 2.0 * px + 2.0,
+            "{:?} of {}",
+            v.crop,
+            r.height
+        );
     }
 }
 

@@ -5,9 +5,10 @@
 //! see `regioncl_trainer::PeakMemory`). GPU timings are synchronised (every step reads its loss
 //! back). Compare with `scripts/bench_train_torch.py` on the same card, in the same call.
 //!
-//! Each method starts from its ImageNet recipe (`configs/<method>_r50_imagenet.toml`: heads, init,
-//! tau, ...), then the flags override batch, size, BN groups and device; `--method all` times the
-//! six methods one after the other.
+//! Each method starts from its ImageNet recipe (`configs/<method>_r50_imagenet.toml`, MoBY's
+//! `configs/<method>_{swin_t,vit_s16}_imagenet.toml`: heads, init, tau, optimiser, ...), then the
+//! flags override backbone, batch, size, BN groups and device; `--method all` times the eight
+//! methods one after the other.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use regioncl_trainer::{
-    BatchSource, Config, Method, PeakMemory, Setup, SyntheticSource, build_pretrainer, cosine_lr,
+    BatchSource, Config, Method, PeakMemory, Scheduled, Setup, SyntheticSource, build_pretrainer,
 };
 
 /// Method to time.
@@ -33,7 +34,11 @@ pub enum BenchMethod {
     Regioncls,
     /// SimSiam.
     Simsiam,
-    /// The six methods, one after the other.
+    /// RegionCL+MoBY (Swin-T unless `--arch vit_s16`).
+    Regionclmoby,
+    /// MoBY (Swin-T unless `--arch vit_s16`).
+    Moby,
+    /// The eight methods, one after the other.
     All,
 }
 
@@ -46,14 +51,21 @@ impl BenchMethod {
             BenchMethod::Densecl => vec![Method::DenseCl],
             BenchMethod::Regioncls => vec![Method::RegionCls],
             BenchMethod::Simsiam => vec![Method::SimSiam],
+            BenchMethod::Regionclmoby => vec![Method::RegionClMoby],
+            BenchMethod::Moby => vec![Method::Moby],
             BenchMethod::All => Method::ALL.to_vec(),
         }
     }
 }
 
-/// The ImageNet recipe a method's benchmark starts from.
-fn recipe(method: Method) -> &'static str {
+/// The ImageNet recipe a method's benchmark starts from (for MoBY, the one of `arch`).
+fn recipe(method: Method, arch: Option<&str>) -> &'static str {
+    let vit = arch == Some("vit_s16");
     match method {
+        Method::Moby if vit => "configs/moby_vit_s16_imagenet.toml",
+        Method::Moby => "configs/moby_swin_t_imagenet.toml",
+        Method::RegionClMoby if vit => "configs/regionclmoby_vit_s16_imagenet.toml",
+        Method::RegionClMoby => "configs/regionclmoby_swin_t_imagenet.toml",
         Method::MocoV2 => "configs/mocov2_r50_imagenet.toml",
         Method::DenseCl => "configs/densecl_r50_imagenet.toml",
         Method::RegionCld => "configs/regioncld_r50_imagenet.toml",
@@ -72,9 +84,9 @@ pub struct BenchTrainArgs {
     /// Method.
     #[arg(long, value_enum, default_value = "regionclm")]
     pub method: BenchMethod,
-    /// Backbone (`resnet18`, `resnet50`).
-    #[arg(long, default_value = "resnet50")]
-    pub arch: String,
+    /// Backbone (`resnet18`, `resnet50`; `swin_t`, `vit_s16` for MoBY; default: the recipe's).
+    #[arg(long)]
+    pub arch: Option<String>,
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     pub batch: i64,
@@ -124,12 +136,12 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
 fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
     let path = match &args.config {
         Some(p) => p.clone(),
-        None => crate::cmd::repo_file(recipe(method))?,
+        None => crate::cmd::repo_file(recipe(method, args.arch.as_deref()))?,
     };
-    let queue = (65536 / args.batch).max(1) * args.batch;
+    let keys = if method.is_moby() { 4096 } else { 65536 };
+    let queue = (keys / args.batch).max(1) * args.batch;
     let mut sets = vec![
         format!("method={}", method.as_str()),
-        format!("model.arch={}", args.arch),
         format!("optim.batch_size={}", args.batch),
         format!("data.image_size={}", args.size),
         format!("moco.bn_splits={}", args.bn_splits),
@@ -140,18 +152,19 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         format!("run.channels_last={}", args.channels_last),
         "data.source=synthetic".to_string(),
     ];
+    sets.extend(args.arch.iter().map(|a| format!("model.arch={a}")));
     sets.extend(args.sets.iter().cloned());
     let config = Config::load(&path, &sets)?;
     let setup = Setup::single(&config)?;
     let rt = setup.runtime;
     PeakMemory::reset(rt.device).context("resetting the peak memory")?;
     let mut model = build_pretrainer(&config, rt)?;
-    let mut sgd = model.optimizer(&config);
+    let mut opt = model.optimizer(&config);
     let mut source = SyntheticSource::new(&config);
     source.seek(0)?;
-    let lr = cosine_lr(setup.peak_lr, 0, config.optim.epochs);
+    let at = Scheduled::at_lr(setup.peak_lr);
     for _ in 0..args.warmup {
-        model.step(source.next_batch()?, &mut sgd, lr)?;
+        model.step(source.next_batch()?, &mut opt, at)?;
     }
     let (mut wait, t0) = (0.0, Instant::now());
     let mut last = None;
@@ -159,18 +172,18 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         let t = Instant::now();
         let input = source.next_batch()?;
         wait += t.elapsed().as_secs_f64();
-        last = Some(model.step(input, &mut sgd, lr)?);
+        last = Some(model.step(input, &mut opt, at)?);
     }
     let secs = t0.elapsed().as_secs_f64();
     let peak = PeakMemory::since_reset(rt.device).context("reading the peak memory")?;
     let img_s = (args.steps as f64 * args.batch as f64) / secs;
     let ms = 1000.0 * secs / args.steps.max(1) as f64;
-    let name = method.as_str();
+    let (name, arch) = (method.as_str(), config.model.arch.as_str());
     let groups = setup.batch.groups;
     outln!(
         "{:<10} {:<9} {:>5} {:>5} {:>10}  {:<8}  {:<24} {:>8.1} {:>9.2} {:>9.1}%  {:>6.2} GiB ({})",
         name,
-        args.arch,
+        arch,
         args.batch,
         args.size,
         groups,
@@ -187,7 +200,7 @@ fn bench_one(args: &BenchTrainArgs, method: Method) -> Result<()> {
         outln!(
             "{}",
             serde_json::json!({
-                "impl": "rust-tch", "method": name, "arch": args.arch, "batch": args.batch, "size": args.size,
+                "impl": "rust-tch", "method": name, "arch": arch, "batch": args.batch, "size": args.size,
                 "bn_splits": groups, "bn_impl": args.bn_impl, "runtime": rt.describe(),
                 "img_per_s": img_s, "ms_per_step": ms, "steps": args.steps, "last_loss": l,
                 "peak_bytes": peak.bytes(), "peak_scope": peak.scope(), "peak": peak.to_string(),

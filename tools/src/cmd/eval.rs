@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use regioncl_trainer::{
-    Config, Encoder, EvalSet, EvalView, FeatureSource, KnnConfig, LinearConfig, LrSchedule, encode,
-    knn_accuracy, linear_probe, load_encoder, pixel_features, random_encoder,
+    Config, Encoder, EvalSet, EvalView, FeatureSource, KnnConfig, LinearConfig, ProbeSchedule,
+    encode, knn_accuracy, linear_probe, load_encoder, pixel_features, random_encoder,
 };
 use tch::Device;
 
@@ -339,7 +339,7 @@ fn linear(a: LinearArgs) -> Result<()> {
     config.subset_seed = a.subset_seed;
     config.threads = c.threads as usize;
     let schedule = match &config.schedule {
-        LrSchedule::Steps(m) => format!(
+        ProbeSchedule::Steps(m) => format!(
             "x0.1 at epochs {:?}",
             m.iter().map(|f| (f * config.epochs as f64).round() as u64).collect::<Vec<_>>()
         ),

@@ -1,5 +1,5 @@
-//! `regioncl export CHECKPOINT --to torchvision|detectron2 --out FILE`: the online backbone of a
-//! checkpoint for downstream use (docs/method.md 9.4), written by the binary alone.
+//! `regioncl export CHECKPOINT --to torchvision|detectron2|timm --out FILE`: the online backbone of
+//! a checkpoint for downstream use (docs/method.md 9.4), written by the binary alone.
 //!
 //! - `torchvision`: a torch `.pth` state dict under torchvision names (BN running statistics
 //!   included) that `torchvision.models.resnet50().load_state_dict(torch.load(FILE,
@@ -7,6 +7,9 @@
 //!   for an R18 run).
 //! - `detectron2`: the MoCo conversion's renamed keys as numpy arrays, pickled as
 //!   `{"model": ..., "__author__": "regioncl", "matching_heuristics": True}` in a `.pkl`.
+//! - `timm`: a Swin-T or ViT-S/16 of the MoBY methods as a torch `.pth` under timm's names, which
+//!   `timm.create_model("swin_tiny_patch4_window7_224", pretrained=False)` (or
+//!   `"vit_small_patch16_224"`) takes with `strict=False`, missing only the head (docs/moby.md).
 //!
 //! A FILE ending in `.safetensors` gets the renamed tensors as safetensors instead.
 
@@ -23,6 +26,8 @@ enum Target {
     Torchvision,
     /// detectron2 ResNet weights (`.pkl`).
     Detectron2,
+    /// timm Swin / ViT state dict (`.pth`).
+    Timm,
 }
 
 /// Arguments of `regioncl export`.
@@ -44,6 +49,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let format = match args.to {
         Target::Torchvision => ExportFormat::Torchvision,
         Target::Detectron2 => ExportFormat::Detectron2,
+        Target::Timm => ExportFormat::Timm,
     };
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

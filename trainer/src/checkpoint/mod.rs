@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::method::{Pretrainer, StepLosses};
 use crate::model::Encoder;
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 
 const DIR: &str = "checkpoints";
 const PREFIX: &str = "step-";
@@ -115,7 +115,7 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 pub fn save(
     run_dir: &Path,
     model: &dyn Pretrainer,
-    sgd: &Sgd,
+    opt: &Optimizer,
     state: &TrainState,
     keep: u64,
 ) -> Result<PathBuf> {
@@ -129,7 +129,7 @@ pub fn save(
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
 
     write_tensors(&tmp.join(MODEL), &model.state_tensors())?;
-    write_tensors(&tmp.join(OPTIMIZER), &sgd.export())?;
+    write_tensors(&tmp.join(OPTIMIZER), &opt.export())?;
     let json_path = tmp.join(STATE);
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::Json { path: json_path.clone(), source: e })?;
@@ -230,30 +230,29 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    /// Reads the checkpoint `dir` for `model` and `sgd`: every file's size and checksum, every
+    /// Reads the checkpoint `dir` for `model` and `opt`: every file's size and checksum, every
     /// tensor's presence, shape, kind and finiteness, before anything is applied.
     ///
     /// # Errors
     /// [`Error::Damaged`] for a damaged checkpoint; [`Error::Checkpoint`] when it holds another
     /// model.
-    pub(crate) fn read(dir: &Path, model: &dyn Pretrainer, sgd: &Sgd) -> Result<Self> {
+    pub(crate) fn read(dir: &Path, model: &dyn Pretrainer, opt: &Optimizer) -> Result<Self> {
         let files = Verified::open(dir)?;
         let state = files.read_json(STATE)?;
         let own = model.state_tensors();
         let want = expected_of(own.iter().map(|(n, t)| (n.clone(), t)));
         let model_tensors = files.read_tensors(MODEL, &want, "")?;
-        let bufs = sgd.groups().iter().flat_map(|g| g.names.iter().cloned().zip(&g.bufs));
-        let optimizer = files.read_tensors(OPTIMIZER, &expected_of(bufs), "")?;
+        let optimizer = files.read_tensors(OPTIMIZER, &expected_of(opt.named_state()), "")?;
         Ok(Self { state, model: model_tensors, optimizer })
     }
 
-    /// Copies the tensors into `model` and `sgd`; returns the state.
+    /// Copies the tensors into `model` and `opt`; returns the state.
     ///
     /// # Errors
     /// A libtorch failure.
-    pub(crate) fn apply(self, model: &mut dyn Pretrainer, sgd: &Sgd) -> Result<TrainState> {
+    pub(crate) fn apply(self, model: &mut dyn Pretrainer, opt: &Optimizer) -> Result<TrainState> {
         model.load_state(&self.model)?;
-        sgd.load(&self.optimizer)?;
+        opt.load(&self.optimizer)?;
         Ok(self.state)
     }
 }

@@ -1,10 +1,11 @@
-//! The schema of what is trained: the method, the networks, the method's hyper-parameters, the
-//! region swap and the optimiser, as plain data with the defaults of the official RegionCL-M
-//! recipe (docs/method.md 4.4).
+//! The schema of what is trained: the method, the networks, the method's hyper-parameters and the
+//! region swap, as plain data with the defaults of the official RegionCL-M recipe (docs/method.md
+//! 4.4); the optimiser's is in `optim.rs`.
 
+pub use regioncl_loader::SwapSampler;
 use serde::{Deserialize, Serialize};
 
-/// The pretraining method: three base methods, each with its RegionCL variant (the base method
+/// The pretraining method: four base methods, each with its RegionCL variant (the base method
 /// plus the region branch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,20 +23,29 @@ pub enum Method {
     SimSiam,
     /// RegionCL-S (docs/method.md 6.2): SimSiam plus the region positives.
     RegionCls,
+    /// MoBY (Xie et al. 2021, `docs/moby.md`): MoCo's queues and BYOL's predictor and momentum
+    /// ramp, symmetric over the two views; Swin-T or ViT-S.
+    Moby,
+    /// RegionCL+MoBY (paper Section 4.4, `docs/moby.md`): MoBY plus the region loss of
+    /// RegionCL-M through the online projector and predictor.
+    RegionClMoby,
 }
 
 impl Method {
     /// Every method, base methods after their RegionCL variant.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 8] = [
         Method::RegionClm,
         Method::MocoV2,
         Method::RegionCld,
         Method::DenseCl,
         Method::RegionCls,
         Method::SimSiam,
+        Method::RegionClMoby,
+        Method::Moby,
     ];
 
-    /// The config spelling (`regionclm`, `mocov2`, `densecl`, `regioncld`, `simsiam`, `regioncls`).
+    /// The config spelling (`regionclm`, `mocov2`, `densecl`, `regioncld`, `simsiam`, `regioncls`,
+    /// `moby`, `regionclmoby`).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::RegionClm => "regionclm",
@@ -44,16 +54,26 @@ impl Method {
             Method::RegionCld => "regioncld",
             Method::SimSiam => "simsiam",
             Method::RegionCls => "regioncls",
+            Method::Moby => "moby",
+            Method::RegionClMoby => "regionclmoby",
         }
     }
 
     /// Whether the region branch (swap, mask pooling, region loss) runs.
     pub fn has_region(self) -> bool {
-        matches!(self, Method::RegionClm | Method::RegionCld | Method::RegionCls)
+        matches!(
+            self,
+            Method::RegionClm | Method::RegionCld | Method::RegionCls | Method::RegionClMoby
+        )
     }
 
-    /// Whether the method has a momentum encoder and a queue of negatives (MoCo v2, DenseCL and
-    /// their RegionCL variants; not SimSiam).
+    /// Whether it is MoBY or RegionCL+MoBY (transformer backbones, AdamW, two queues).
+    pub fn is_moby(self) -> bool {
+        matches!(self, Method::Moby | Method::RegionClMoby)
+    }
+
+    /// Whether the method has a momentum encoder and a queue of negatives (MoCo v2, DenseCL, MoBY
+    /// and their RegionCL variants; not SimSiam).
     pub fn uses_queue(self) -> bool {
         !matches!(self, Method::SimSiam | Method::RegionCls)
     }
@@ -69,7 +89,8 @@ impl Method {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `resnet18` or `resnet50`.
+    /// `resnet18`, `resnet50`, `swin_t`, `vit_s16`, or the CPU-sized `swin_nano` and `vit_nano`
+    /// (the transformers are the MoBY methods' backbones).
     pub arch: Arch,
     /// `imagenet` (stride 32) or `small` (3x3 stem, no max-pool, stride 8).
     pub stem: Stem,
@@ -83,25 +104,88 @@ pub struct ModelConfig {
     pub proj_dim: i64,
     /// Zero the last BN scale of every residual block (SimSiam's torchvision init).
     pub zero_init_residual: bool,
+    /// Stochastic depth of the online transformer backbone at its last block (MoBY: 0.2); the
+    /// momentum (target) encoder has none, as the official MoBY.
+    pub drop_path: f64,
 }
 
-/// Backbone depth.
+impl ModelConfig {
+    /// Total stride `R` of the backbone's output feature map (the swap box is aligned to it).
+    pub fn stride(&self) -> i64 {
+        self.arch.stride(self.stem)
+    }
+}
+
+/// The backbone (`model.arch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Arch {
-    /// BasicBlocks (2, 2, 2, 2), 512-d features at width 64.
+    /// ResNet-18: BasicBlocks (2, 2, 2, 2), 512-d features at width 64.
+    #[serde(rename = "resnet18")]
     ResNet18,
-    /// Bottlenecks (3, 4, 6, 3), 2048-d features at width 64.
+    /// ResNet-50: Bottlenecks (3, 4, 6, 3), 2048-d features at width 64.
+    #[serde(rename = "resnet50")]
     ResNet50,
+    /// Swin-T (patch 4, window 7, C = 96, depths 2-2-6-2): 768-d features, stride 32.
+    #[serde(rename = "swin_t")]
+    SwinT,
+    /// The CPU-sized Swin of the tests (patch 2, window 4, C = 16): 128-d, stride 16.
+    #[serde(rename = "swin_nano")]
+    SwinNano,
+    /// ViT-S/16 = DeiT-S: 384-d, stride 16.
+    #[serde(rename = "vit_s16")]
+    VitS16,
+    /// The CPU-sized ViT of the tests (patch 8, C = 32): 32-d, stride 8.
+    #[serde(rename = "vit_nano")]
+    VitNano,
 }
 
 impl Arch {
-    /// Channels of the last stage per unit of width (`feature_dim = 8 * width * expansion`).
-    pub fn expansion(self) -> i64 {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Arch::ResNet18 => 1,
-            Arch::ResNet50 => 4,
+            Arch::ResNet18 => "resnet18",
+            Arch::ResNet50 => "resnet50",
+            Arch::SwinT => "swin_t",
+            Arch::SwinNano => "swin_nano",
+            Arch::VitS16 => "vit_s16",
+            Arch::VitNano => "vit_nano",
+        }
+    }
+
+    /// Whether it is a vision transformer (trained by the MoBY methods).
+    pub fn is_transformer(self) -> bool {
+        !matches!(self, Arch::ResNet18 | Arch::ResNet50)
+    }
+
+    /// Channels of a ResNet's last stage per unit of width (`feature_dim = 8 * width *
+    /// expansion`); `None` for the transformers.
+    pub fn expansion(self) -> Option<i64> {
+        match self {
+            Arch::ResNet18 => Some(1),
+            Arch::ResNet50 => Some(4),
+            _ => None,
+        }
+    }
+
+    /// Swin's patch and window sides (`None` for the other backbones): every stage of a view
+    /// must tile into whole windows.
+    pub fn swin_patch_window(self) -> Option<(i64, i64)> {
+        match self {
+            Arch::SwinT => Some((4, 7)),
+            Arch::SwinNano => Some((2, 4)),
+            _ => None,
+        }
+    }
+
+    /// Total stride of the output feature map: the stem's for a ResNet, 32 for Swin-T (8 times
+    /// its patch), the patch for ViT.
+    pub fn stride(self, stem: Stem) -> i64 {
+        match self {
+            Arch::ResNet18 | Arch::ResNet50 => stem.stride(),
+            Arch::SwinT => 32,
+            Arch::SwinNano | Arch::VitS16 => 16,
+            Arch::VitNano => 8,
         }
     }
 }
@@ -187,19 +271,6 @@ pub struct RegionConfig {
     pub negative: bool,
 }
 
-/// How the swap box origin is drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum SwapSampler {
-    /// The released code (docs/method.md 3.4): `v ~ U{0..W-1}`, `g = round_half_even(v / R)`,
-    /// `s = min(R g, W - 1 - R k)`, cells from `floor(s / R)`. Produced the published numbers.
-    #[default]
-    Official,
-    /// The paper's intent (docs/method.md 3.5): `x0 ~ U{0..G-k}`, pixel box `= R * cells`.
-    Aligned,
-}
-
 /// Which terms of Eq. 2 are used (paper Table 10). All off = MoCo v2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,46 +325,16 @@ pub struct SimSiamConfig {
     pub region_weight: f64,
 }
 
-/// How the learning rate follows the batch size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum LrScaling {
-    /// `lr = base_lr * batch_size / ref_batch` (official RegionCL-M: 0.15 at 1024).
-    Linear,
-    /// `lr = base_lr`.
-    None,
-}
-
-/// Optimiser and schedule.
+/// MoBY's predictor and RegionCL+MoBY's region weight (`docs/moby.md`). The queues, temperature
+/// and momentum are `moco.*` (MoBY: `queue_size` per view, the momentum the start of the cosine
+/// ramp to 1); the projector is `model.proj_hidden`, `model.proj_dim`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct OptimConfig {
-    /// Global batch size B.
-    pub batch_size: i64,
-    /// Learning rate at `ref_batch`.
-    pub base_lr: f64,
-    /// Batch size at which `base_lr` applies.
-    pub ref_batch: i64,
-    /// Scaling rule.
-    pub lr_scaling: LrScaling,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// Weight decay (on every parameter, BN and biases included).
-    pub weight_decay: f64,
-    /// Epochs of the cosine schedule (per-epoch updates, no warm-up).
-    pub epochs: u64,
-}
-
-impl OptimConfig {
-    /// The learning rate at epoch 0 after the scaling rule: `base_lr * batch_size / ref_batch`
-    /// (linear; official RegionCL-M 0.15 at 1024, MoCo v2 0.03 at 256), or `base_lr`.
-    pub fn peak_lr(&self) -> f64 {
-        match self.lr_scaling {
-            LrScaling::Linear => self.base_lr * self.batch_size as f64 / self.ref_batch as f64,
-            LrScaling::None => self.base_lr,
-        }
-    }
+pub struct MobyConfig {
+    /// Hidden width of the predictor (4096).
+    pub pred_hidden: i64,
+    /// RegionCL+MoBY's weight of the region term, added to the MoBY loss (1, as RegionCL-M's).
+    pub region_weight: f64,
 }
 
 impl Default for ModelConfig {
@@ -306,7 +347,14 @@ impl Default for ModelConfig {
             proj_hidden: 0,
             proj_dim: 128,
             zero_init_residual: false,
+            drop_path: 0.0,
         }
+    }
+}
+
+impl Default for MobyConfig {
+    fn default() -> Self {
+        Self { pred_hidden: 4096, region_weight: 1.0 }
     }
 }
 
@@ -345,43 +393,5 @@ impl Default for RegionConfig {
             canvas: true,
             negative: true,
         }
-    }
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        Self {
-            batch_size: 1024,
-            base_lr: 0.15,
-            ref_batch: 1024,
-            lr_scaling: LrScaling::Linear,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            epochs: 200,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The scaling rule at the official points (docs/method.md 2.7).
-    #[test]
-    fn peak_lr_scales_linearly() {
-        let lr = |base, batch, ref_batch, lr_scaling| {
-            OptimConfig {
-                base_lr: base,
-                batch_size: batch,
-                ref_batch,
-                lr_scaling,
-                ..OptimConfig::default()
-            }
-            .peak_lr()
-        };
-        assert_eq!(lr(0.15, 1024, 1024, LrScaling::Linear), 0.15);
-        assert_eq!(lr(0.15, 256, 1024, LrScaling::Linear), 0.0375);
-        assert_eq!(lr(0.03, 128, 256, LrScaling::Linear), 0.015);
-        assert_eq!(lr(0.03, 128, 256, LrScaling::None), 0.03);
     }
 }

@@ -61,6 +61,11 @@ pub struct AugmentConfig {
     pub solarize_p: f64,
     /// Probability of a horizontal flip.
     pub flip_p: f64,
+    /// BYOL's asymmetric pair (MoBY): the blur and solarize probabilities of the loader's
+    /// [`Recipe::byol`](regioncl_loader::Recipe::byol) (view 0 always blurred and never solarised,
+    /// view 1 blurred with probability 0.1 and solarised with 0.2) in place of `blur_p` and
+    /// `solarize_p`.
+    pub asymmetric: bool,
 }
 
 /// Device choice.
@@ -160,6 +165,7 @@ impl Default for AugmentConfig {
             blur_sigma_max: 2.0,
             solarize_p: 0.0,
             flip_p: 0.5,
+            asymmetric: false,
         }
     }
 }

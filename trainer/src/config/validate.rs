@@ -49,6 +49,22 @@ impl Config {
                 return bad(key, format!("{v} is not in {min}..={MAX_HEAD_WIDTH}"));
             }
         }
+        if m.arch.is_transformer() && !self.method.is_moby() {
+            return bad(
+                "model.arch",
+                format!(
+                    "the transformers (swin_t, vit_s16, swin_nano, vit_nano) train with `moby` or \
+                     `regionclmoby`, not `{}`",
+                    self.method.as_str()
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&m.drop_path) {
+            return bad("model.drop_path", format!("{} is not in [0, 1)", m.drop_path));
+        }
+        if self.moby.pred_hidden < 1 {
+            return bad("moby.pred_hidden", "must be positive".into());
+        }
         let o = &self.optim;
         if !(2..=MAX_BATCH).contains(&o.batch_size) || o.batch_size % 2 != 0 {
             return bad(
@@ -68,8 +84,32 @@ impl Config {
         if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
             return bad("optim.weight_decay", format!("{} must be >= 0", o.weight_decay));
         }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return bad("optim.betas", format!("{:?} must lie in [0, 1)", o.betas));
+        }
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            return bad("optim.eps", format!("{} must be positive", o.eps));
+        }
+        for (key, v) in [
+            ("optim.clip_grad", o.clip_grad),
+            ("optim.warmup_lr", o.warmup_lr),
+            ("optim.min_lr", o.min_lr),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(key, format!("{v} must be >= 0"));
+            }
+        }
         if !(1..=MAX_EPOCHS).contains(&o.epochs) {
             return bad("optim.epochs", format!("{} is not in 1..={MAX_EPOCHS}", o.epochs));
+        }
+        if o.warmup_epochs >= o.epochs {
+            return bad(
+                "optim.warmup_epochs",
+                format!(
+                    "{} leaves no epoch of the {} after the warm-up",
+                    o.warmup_epochs, o.epochs
+                ),
+            );
         }
         let q = &self.moco;
         let queued = self.method.uses_queue();
@@ -79,7 +119,14 @@ impl Config {
                 format!("{} must be a multiple of optim.batch_size {}", q.queue_size, o.batch_size),
             );
         }
-        let queues = if matches!(self.method, Method::DenseCl | Method::RegionCld) { 2 } else { 1 };
+        let queues = if matches!(
+            self.method,
+            Method::DenseCl | Method::RegionCld | Method::Moby | Method::RegionClMoby
+        ) {
+            2
+        } else {
+            1
+        };
         let floats = q.queue_size.saturating_mul(m.proj_dim).saturating_mul(queues);
         if queued && floats > MAX_QUEUE_FLOATS {
             return bad(
@@ -106,13 +153,14 @@ impl Config {
         for (key, w) in [
             ("densecl.region_weight", dc.region_weight),
             ("simsiam.region_weight", self.simsiam.region_weight),
+            ("moby.region_weight", self.moby.region_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(key, format!("{w} must be >= 0"));
             }
         }
         let d = &self.data;
-        let stride = self.model.stem.stride();
+        let stride = self.model.stride();
         if !(stride..=MAX_IMAGE_SIZE).contains(&d.image_size) || d.image_size % stride != 0 {
             return bad(
                 "data.image_size",
@@ -138,6 +186,24 @@ impl Config {
         {
             if !(0..=MAX_THREADS).contains(&n) {
                 return bad(key, format!("{n} is not in 0..={MAX_THREADS} (0 = automatic)"));
+            }
+        }
+        if let Some((patch, window)) = m.arch.swin_patch_window() {
+            // Every stage tiles into whole windows (timm pads instead; the recipes need no
+            // padding: 224 px for Swin-T). A stage of at most one window takes one, unshifted.
+            for stage in 0..4 {
+                let r = (d.image_size / patch) >> stage;
+                if r > window && r % window != 0 {
+                    return bad(
+                        "data.image_size",
+                        format!(
+                            "{}: {} px gives stage {stage} {r}x{r} tokens, which do not tile \
+                             into {window}x{window} windows",
+                            m.arch.as_str(),
+                            d.image_size
+                        ),
+                    );
+                }
             }
         }
         let grid = d.image_size / stride;

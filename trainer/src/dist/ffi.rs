@@ -5,6 +5,8 @@ use std::ffi::{CStr, CString, c_char, c_int};
 
 use tch::Tensor;
 
+use super::BnParams;
+
 // `tch::Tensor::as_ptr` gives torch-sys's `*const C_tensor`, which is `at::Tensor*` in C++.
 type CTensor = torch_sys::C_tensor;
 
@@ -186,17 +188,7 @@ impl Group {
 
     /// SyncBN (`csrc/sync_bn.cpp`): batch norm with every rank's statistics, one all-gather now
     /// and one all-reduce in the backward; the running statistics are updated in place.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn sync_batch_norm(
-        &self,
-        x: &Tensor,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        momentum: f64,
-        eps: f64,
-    ) -> FfiResult<Tensor> {
+    pub(crate) fn sync_batch_norm(&self, x: &Tensor, bn: &BnParams<'_>) -> FfiResult<Tensor> {
         let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), Tensor::as_ptr);
         let mut out = std::ptr::null_mut();
         // SAFETY: `raw` is live; every tensor pointer is null or borrowed for the call (the shim
@@ -206,12 +198,12 @@ impl Group {
             rcl_dist_sync_batch_norm(
                 self.raw,
                 x.as_ptr(),
-                opt(weight),
-                opt(bias),
-                running_mean.as_ptr(),
-                running_var.as_ptr(),
-                momentum,
-                eps,
+                opt(bn.weight),
+                opt(bn.bias),
+                bn.running_mean.as_ptr(),
+                bn.running_var.as_ptr(),
+                bn.momentum,
+                bn.eps,
                 &mut out,
             )
         };

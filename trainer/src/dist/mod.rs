@@ -9,7 +9,7 @@
 //!
 //! What the methods need across ranks, and where it is done:
 //! - gradients averaged over ranks after the backward, in flat buckets ([`Dist::all_reduce_mean_`],
-//!   called by [`crate::Sgd::step`]);
+//!   called by [`crate::Optimizer::step`]);
 //! - parameters, buffers and queues broadcast from rank 0 at the start ([`Dist::broadcast_`]);
 //! - MoCo's shuffle-BN across ranks ([`Dist::shuffled_forward`]) and the keys of every rank for the
 //!   queue ([`Dist::all_gather`]);
@@ -56,7 +56,7 @@ mod launch;
 mod sync_bn;
 
 pub use launch::{Launch, Launcher, first_host};
-pub use sync_bn::sync_batch_norm;
+pub use sync_bn::{BnParams, sync_batch_norm};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -627,19 +627,7 @@ impl Dist {
     }
 
     /// [`sync_batch_norm`] on the group.
-    #[allow(clippy::too_many_arguments)]
-    fn sync_batch_norm(
-        &self,
-        x: &Tensor,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        running_mean: &Tensor,
-        running_var: &Tensor,
-        momentum: f64,
-        eps: f64,
-    ) -> Result<Option<Tensor>> {
-        self.with_group("sync_batch_norm", |g| {
-            g.sync_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps)
-        })
+    fn sync_batch_norm(&self, x: &Tensor, bn: &BnParams<'_>) -> Result<Option<Tensor>> {
+        self.with_group("sync_batch_norm", |g| g.sync_batch_norm(x, bn))
     }
 }

@@ -22,9 +22,27 @@ use tch::Tensor;
 use crate::dist::Dist;
 use crate::error::Result;
 
-/// Normalises `x` with the statistics of every rank's batch, updating the running statistics like
-/// PyTorch's BN (`momentum`, unbiased variance), the same way on every rank. For a world of one
-/// without a process group it is `batch_norm(training = true)`.
+/// One batch-norm layer's affine parameters, running statistics and constants, as
+/// `torch.nn.functional.batch_norm` takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct BnParams<'a> {
+    /// `gamma: [C]`, or `None` for no scale.
+    pub weight: Option<&'a Tensor>,
+    /// `beta: [C]`, or `None` for no shift.
+    pub bias: Option<&'a Tensor>,
+    /// `[C]` fp32, updated in place.
+    pub running_mean: &'a Tensor,
+    /// `[C]` fp32 (unbiased), updated in place.
+    pub running_var: &'a Tensor,
+    /// PyTorch's momentum of the running statistics (0.1).
+    pub momentum: f64,
+    /// Added to the variance (1e-5).
+    pub eps: f64,
+}
+
+/// Normalises `x` with the statistics of every rank's batch, updating the running statistics of
+/// `bn` like PyTorch's BN (`momentum`, unbiased variance), the same way on every rank. For a world
+/// of one without a process group it is `batch_norm(training = true)`.
 ///
 /// # Shapes
 /// `x: [N, C, ...]` (any `N` per rank, any memory format, fp32 or bf16) -> same shape, dtype and
@@ -32,31 +50,19 @@ use crate::error::Result;
 ///
 /// # Errors
 /// A failed collective or an input off the group's device ([`crate::Error::Dist`]).
-#[allow(clippy::too_many_arguments)]
-pub fn sync_batch_norm(
-    x: &Tensor,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    momentum: f64,
-    eps: f64,
-    dist: &Dist,
-) -> Result<Tensor> {
-    if let Some(y) =
-        dist.sync_batch_norm(x, weight, bias, running_mean, running_var, momentum, eps)?
-    {
+pub fn sync_batch_norm(x: &Tensor, bn: &BnParams<'_>, dist: &Dist) -> Result<Tensor> {
+    if let Some(y) = dist.sync_batch_norm(x, bn)? {
         return Ok(y);
     }
     Ok(Tensor::batch_norm(
         x,
-        weight,
-        bias,
-        Some(running_mean),
-        Some(running_var),
+        bn.weight,
+        bn.bias,
+        Some(bn.running_mean),
+        Some(bn.running_var),
         true,
-        momentum,
-        eps,
+        bn.momentum,
+        bn.eps,
         false,
     ))
 }

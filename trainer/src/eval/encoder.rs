@@ -34,10 +34,8 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 /// A missing checkpoint; [`Error::Damaged`] for a damaged one; [`Error::Checkpoint`] for an
 /// invalid config or tensors that do not fit it.
 pub fn load_encoder(path: &Path, device: Device) -> Result<(Encoder, Config)> {
-    let (encoder, config) = checkpoint::read_encoder(&resolve_checkpoint(path)?)?;
-    if device != Device::Cpu {
-        encoder.store().to_device(device);
-    }
+    let (mut encoder, config) = checkpoint::read_encoder(&resolve_checkpoint(path)?)?;
+    encoder.to_device(device);
     Ok((encoder, config))
 }
 

@@ -1,7 +1,7 @@
 //! Feature extraction for evaluation: a frozen encoder in evaluation mode over every record of an
 //! [`EvalSet`], or the raw pixels.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::data::{EvalSet, EvalView, normalize};
 use crate::bn::BnMode;
@@ -12,7 +12,8 @@ use crate::model::{Encoder, l2_normalize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FeatureSource {
-    /// Global average of the backbone's last feature map (`D` = 2048 for ResNet-50): the standard.
+    /// The backbone's global representation: the average of its last feature map (`D` = 2048
+    /// for ResNet-50, 768 for Swin-T) or ViT's class token (384 for ViT-S/16). The standard.
     #[default]
     Backbone,
     /// The projector's output `g(avgpool(f(x)))` (the 128-d embedding the loss sees).
@@ -64,8 +65,7 @@ impl Features {
 /// `x: [B, 3, H, W]` -> float `[B, D]` on `x`'s device.
 pub(crate) fn embed(encoder: &Encoder, source: FeatureSource, x: &Tensor) -> Tensor {
     tch::no_grad(|| {
-        let f = encoder.features(x, BnMode::eval()); // [B, D, h, w]
-        let pooled = f.mean_dim([2, 3].as_slice(), false, Kind::Float); // [B, D]
+        let pooled = encoder.pooled(x, BnMode::eval()); // [B, D]
         match source {
             FeatureSource::Backbone => pooled,
             FeatureSource::Projector => encoder.project(&pooled),

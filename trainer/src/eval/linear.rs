@@ -31,7 +31,7 @@ use crate::rng::KeyedRng;
 /// How the learning rate falls over the epochs.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum LrSchedule {
+pub enum ProbeSchedule {
     /// Divided by 10 at each of these fractions of the epochs (MoCo: 0.6, 0.8).
     Steps(Vec<f64>),
     /// `lr * 0.5 * (1 + cos(pi * epoch / epochs))` (SimSiam).
@@ -48,7 +48,7 @@ pub struct LinearConfig {
     /// Initial learning rate (MoCo: 30, SimSiam: 0.1 x batch / 256).
     pub lr: f64,
     /// The learning-rate schedule.
-    pub schedule: LrSchedule,
+    pub schedule: ProbeSchedule,
     /// SGD momentum.
     pub momentum: f64,
     /// Weight decay.
@@ -85,7 +85,7 @@ impl LinearConfig {
             epochs,
             batch_size: 256,
             lr: 30.0,
-            schedule: LrSchedule::Steps(vec![0.6, 0.8]),
+            schedule: ProbeSchedule::Steps(vec![0.6, 0.8]),
             momentum: 0.9,
             weight_decay: 0.0,
             lars: None,
@@ -106,7 +106,7 @@ impl LinearConfig {
         Self {
             batch_size,
             lr: 0.1 * batch_size as f64 / 256.0,
-            schedule: LrSchedule::Cosine,
+            schedule: ProbeSchedule::Cosine,
             lars: Some(0.001),
             ..Self::moco(epochs)
         }
@@ -116,14 +116,14 @@ impl LinearConfig {
     /// before it, each milestone `round(fraction * epochs)`.
     pub fn lr_at(&self, epoch: u64) -> f64 {
         match &self.schedule {
-            LrSchedule::Steps(milestones) => {
+            ProbeSchedule::Steps(milestones) => {
                 let passed = milestones
                     .iter()
                     .filter(|&&f| epoch >= (f * self.epochs as f64).round() as u64)
                     .count();
                 self.lr * 0.1f64.powi(passed as i32)
             }
-            LrSchedule::Cosine => {
+            ProbeSchedule::Cosine => {
                 let t = epoch as f64 / self.epochs.max(1) as f64;
                 self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }

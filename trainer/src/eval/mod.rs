@@ -39,6 +39,6 @@ pub use encoder::{load_encoder, random_encoder, resolve_checkpoint};
 pub use features::{FeatureSource, Features, encode, pixel_features};
 pub use knn::{KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord, knn_accuracy};
 pub use linear::{
-    LinearConfig, LinearEpoch, LinearReport, LrSchedule, few_shot_subset, linear_probe,
+    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, few_shot_subset, linear_probe,
     linear_probe_features,
 };

@@ -9,6 +9,10 @@
 //! - [`ExportFormat::Detectron2`]: the MoCo / DenseCL conversion ([`ExportFormat::rename`]) as
 //!   detectron2's `.pkl`, a pickle of numpy arrays (`numpy.rs`) that detectron2 loads with
 //!   `matching_heuristics`.
+//! - [`ExportFormat::Timm`]: a transformer backbone of the MoBY methods under timm's names, in the
+//!   same `.pth` layout: `timm.create_model("swin_tiny_patch4_window7_224", pretrained=False)`
+//!   (or `"vit_small_patch16_224"`) takes it with `strict=False`, missing only the classifier head
+//!   (`docs/moby.md`).
 //!
 //! A file named `*.safetensors` gets the renamed tensors as safetensors instead.
 //!
@@ -41,6 +45,8 @@ pub enum ExportFormat {
     Torchvision,
     /// detectron2 ResNet names (docs/method.md 9.4), as detectron2's `.pkl`.
     Detectron2,
+    /// timm names of a Swin or ViT backbone (the MoBY methods), as a torch `.pth`.
+    Timm,
 }
 
 impl ExportFormat {
@@ -50,7 +56,7 @@ impl ExportFormat {
     /// `shortcut.norm`).
     pub fn rename(self, torchvision: &str) -> String {
         match self {
-            ExportFormat::Torchvision => torchvision.to_string(),
+            ExportFormat::Torchvision | ExportFormat::Timm => torchvision.to_string(),
             ExportFormat::Detectron2 => {
                 let mut k = torchvision.to_string();
                 if !k.contains("layer") {
@@ -67,11 +73,12 @@ impl ExportFormat {
         }
     }
 
-    /// The name users know the format by (`torchvision`, `detectron2`).
+    /// The name users know the format by (`torchvision`, `detectron2`, `timm`).
     pub fn as_str(self) -> &'static str {
         match self {
             ExportFormat::Torchvision => "torchvision",
             ExportFormat::Detectron2 => "detectron2",
+            ExportFormat::Timm => "timm",
         }
     }
 }
@@ -123,14 +130,15 @@ fn buffered(
 }
 
 /// Exports the online backbone of the checkpoint at `path` (a checkpoint or run directory, see
-/// [`crate::resolve_checkpoint`]) in `format` to the file `out`: a `.pth` (torchvision), a `.pkl`
-/// (detectron2), or safetensors when `out` ends in `.safetensors`.
+/// [`crate::resolve_checkpoint`]) in `format` to the file `out`: a `.pth` (torchvision, timm), a
+/// `.pkl` (detectron2), or safetensors when `out` ends in `.safetensors`.
 ///
 /// # Errors
 /// - [`Error::Io`] naming `out` when it is a directory, or when a detectron2 export is not named
 ///   `*.pkl` (detectron2 reads a pickle only from such a name);
-/// - [`Error::Checkpoint`] for a missing checkpoint, or an encoder that does not match its
-///   config's architecture (a tensor missing, extra, or of another shape or kind);
+/// - [`Error::Checkpoint`] for a missing checkpoint, an encoder that does not match its config's
+///   architecture (a tensor missing, extra, or of another shape or kind), or a backbone of the
+///   other family (a ResNet `--to timm`, a transformer to torchvision or detectron2);
 /// - [`Error::Damaged`] for a checkpoint changed since it was saved, or a non-finite weight;
 /// - [`Error::Io`] when the file cannot be written (nothing is left behind);
 /// - [`Error::Unsupported`] for a tensor kind the container cannot hold (bf16 in numpy).
@@ -148,6 +156,18 @@ pub fn export(path: &Path, format: ExportFormat, out: &Path) -> Result<Exported>
         );
     }
     let dir = resolve_checkpoint(path)?;
+    let arch = checkpoint::read_state(&dir)?.config.model.arch;
+    if arch.is_transformer() != (format == ExportFormat::Timm) {
+        let to = if arch.is_transformer() { "timm" } else { "torchvision or detectron2" };
+        return Err(Error::Checkpoint {
+            path: dir,
+            message: format!(
+                "a {} backbone does not export to {}: use --to {to}",
+                arch.as_str(),
+                format.as_str()
+            ),
+        });
+    }
     // Verified: checksums, names, shapes and kinds against the architecture of its config,
     // finite weights.
     let (encoder, _) = checkpoint::read_encoder(&dir)?;
@@ -158,7 +178,7 @@ pub fn export(path: &Path, format: ExportFormat, out: &Path) -> Result<Exported>
             return Tensor::write_safetensors(&tensors, tmp).map_err(Error::from);
         }
         buffered(tmp, |w| match format {
-            ExportFormat::Torchvision => pth::write(w, tmp, &tensors),
+            ExportFormat::Torchvision | ExportFormat::Timm => pth::write(w, tmp, &tensors),
             ExportFormat::Detectron2 => numpy::write(w, tmp, &tensors, "regioncl"),
         })
     })?;
@@ -225,6 +245,29 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"all");
         assert_eq!(std::fs::read_dir(&tmp.0).unwrap().count(), 1);
+    }
+
+    /// A transformer of the MoBY methods exports `--to timm` under its timm names; the families do
+    /// not cross (a ResNet has no timm names here, a Swin no torchvision or detectron2 ones).
+    #[test]
+    fn timm_export_is_for_the_transformers() {
+        let tmp = TempDir::new("export-timm");
+        let swin = crate::method::moby_tests::tiny_moby(Method::Moby, "swin_nano");
+        let ckpt = checkpoint(&tmp.0.join("swin"), &swin, &swin);
+        let out = tmp.0.join("swin.safetensors");
+        let done = export(&ckpt, ExportFormat::Timm, &out).unwrap();
+        let names: Vec<String> =
+            Tensor::read_safetensors(&out).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(done.tensors, names.len());
+        assert!(names.iter().any(|n| n == "layers.1.downsample.reduction.weight"), "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with("encoder_") && !n.starts_with("1.")));
+        let err = export(&ckpt, ExportFormat::Torchvision, &tmp.0.join("s.pth")).unwrap_err();
+        assert!(err.to_string().contains("use --to timm"), "{err}");
+        let resnet = tiny_config(Method::RegionClm);
+        let ckpt = checkpoint(&tmp.0.join("r18"), &resnet, &resnet);
+        let err = export(&ckpt, ExportFormat::Timm, &tmp.0.join("r.pth")).unwrap_err();
+        assert!(err.to_string().contains("use --to torchvision or detectron2"), "{err}");
+        assert!(!tmp.0.join("r.pth").exists() && !tmp.0.join("s.pth").exists());
     }
 
     #[test]

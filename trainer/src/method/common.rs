@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::gpu_augment::{ColourOptions, colour_batch};
 use crate::input::StepInput;
 use crate::loss::RegionQueries;
-use crate::model::{Encoder, l2_normalize};
-use crate::optim::Sgd;
+use crate::model::{DropPath, Encoder, l2_normalize};
+use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 use crate::shim::AutocastGuard;
 use crate::swap::{composite, mask_pool};
@@ -101,7 +101,8 @@ pub(crate) struct RegionPool {
 }
 
 /// Builds the composite of `im_q` from the step's swap box and pairing (docs/method.md 3.6), runs
-/// the backbone on it (its own BN batch) and mask-pools canvas and paste (3.7).
+/// the backbone on it (its own BN batch; stochastic depth per `drop`) and mask-pools canvas and
+/// paste (3.7) from its last feature map (a transformer's final token map).
 ///
 /// # Errors
 /// A missing swap box or pairing, or a box that does not fit the view or the grid.
@@ -109,7 +110,7 @@ pub(crate) fn region_pool(
     encoder: &Encoder,
     im_q: &Tensor,
     input: &StepInput,
-    mode: BnMode,
+    (mode, drop): (BnMode, Option<&DropPath>),
     rt: &Runtime,
 ) -> Result<RegionPool> {
     let (Some(swap), Some(pairing)) = (&input.swap, &input.pairing) else {
@@ -120,20 +121,20 @@ pub(crate) fn region_pool(
     swap.validate(h, w, h / stride, w / stride)?;
     let pi = pairing.tensor(rt.device);
     let comp = composite(im_q, &pi, &swap.pixel); // [B, 3, H, W]
-    let f = encoder.features(&comp, mode); // [B, D, G, G]
+    let (_, f) = encoder.backbone(&comp, mode, drop); // [B, D, G, G]
     let (a, b) = mask_pool(&f, &swap.cells); // [B, D] each
     Ok(RegionPool { a, b, pi })
 }
 
-/// The contrastive region queries (RegionCL-M, -D): canvas and paste vectors through the global
-/// head in one `[2B, D]` batch, normalised, assigned to their source images (docs/method.md 3.8).
+/// The contrastive region queries (RegionCL-M, -D, RegionCL+MoBY): canvas and paste vectors
+/// through the method's `head` (the global projector; MoBY's projector and predictor) in one
+/// `[2B, D]` batch, normalised, assigned to their source images (docs/method.md 3.8).
 pub(crate) fn contrastive_region_queries(
-    encoder: &Encoder,
     pool: &RegionPool,
-    mode: BnMode,
+    head: impl FnOnce(&Tensor) -> Tensor,
 ) -> RegionQueries {
     let b = pool.a.size()[0];
-    let z = l2_normalize(&encoder.project_with(&Tensor::cat(&[&pool.a, &pool.b], 0), mode)); // [2B, d]
+    let z = l2_normalize(&head(&Tensor::cat(&[&pool.a, &pool.b], 0))); // [2B, d]
     RegionQueries::new(&z.narrow(0, 0, b), &z.narrow(0, b, b), &pool.pi)
 }
 
@@ -177,10 +178,10 @@ impl Terms {
 ///
 /// # Errors
 /// A libtorch failure.
-pub(crate) fn optimize(loss: &Tensor, sgd: &mut Sgd, lr: f64) -> Result<()> {
-    sgd.zero_grad();
+pub(crate) fn optimize(loss: &Tensor, opt: &mut Optimizer, lr: f64) -> Result<()> {
+    opt.zero_grad();
     loss.f_backward()?;
-    sgd.step(lr)
+    opt.step(lr)
 }
 
 #[cfg(test)]

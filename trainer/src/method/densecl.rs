@@ -26,14 +26,14 @@ use super::common::{
     Terms, autocast, avg_pool, bn_mode, cells, check_batch, colour_views,
     contrastive_region_queries, optimize, region_pool,
 };
-use super::{MomentumEncoders, Pretrainer, StepLosses};
+use super::{MomentumEncoders, Pretrainer, Scheduled, StepLosses};
 use crate::bn::BnMode;
 use crate::config::{Config, Method, RegionTerms};
 use crate::error::{Error, Result};
 use crate::input::StepInput;
 use crate::loss::{dense_correspondence, dense_loss, instance_loss, region_loss};
 use crate::model::{Encoder, l2_normalize, l2_normalize_last};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::queue::Queue;
 use crate::runtime::Runtime;
 
@@ -139,8 +139,8 @@ impl DenseContrast {
             let dense = enc_q.project_dense(&fq).expect("DenseCL encoder has a dense head");
             let q_grid = l2_normalize_last(&cells(&dense)); // [B, S, dim]
             let region = if self.terms.any() {
-                let pool = region_pool(enc_q, im_q, input, self.bn, &self.rt)?;
-                Some(contrastive_region_queries(enc_q, &pool, self.bn))
+                let pool = region_pool(enc_q, im_q, input, (self.bn, None), &self.rt)?;
+                Some(contrastive_region_queries(&pool, |v| enc_q.project_with(v, self.bn)))
             } else {
                 None
             };
@@ -177,14 +177,14 @@ impl Pretrainer for DenseContrast {
         &self.encoders.encoder_q
     }
 
-    fn optimizer(&self, config: &Config) -> Sgd {
+    fn optimizer(&self, config: &Config) -> Optimizer {
         self.encoders.optimizer(config)
     }
 
-    fn step(&mut self, input: StepInput, sgd: &mut Sgd, lr: f64) -> Result<StepLosses> {
+    fn step(&mut self, input: StepInput, opt: &mut Optimizer, at: Scheduled) -> Result<StepLosses> {
         let (im_q, im_k) = colour_views(&self.rt, &input)?;
         let (terms, keys) = self.losses(&input, &im_q, &im_k)?;
-        optimize(&terms.total, sgd, lr)?;
+        optimize(&terms.total, opt, at.lr)?;
         self.queue.enqueue(&keys.k_all)?;
         self.queue2.enqueue(&keys.k2_all)?;
         let out = terms.read();
@@ -219,11 +219,11 @@ mod tests {
     fn dense_queue_pointer_and_checkpoint_names() {
         let config = tiny_config(Method::RegionCld);
         let mut m = DenseContrast::new(&config, Runtime::cpu()).unwrap();
-        let mut sgd = m.optimizer(&config);
+        let mut opt = m.optimizer(&config);
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();
         let before = m.queue2.keys().copy();
-        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        let l = m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         assert_eq!((m.queue.ptr(), m.queue2.ptr()), (8, 8));
         let written = m.queue2.keys().narrow(1, 0, 8);
         assert!(!written.allclose(&before.narrow(1, 0, 8), 1e-6, 1e-6, false));
@@ -235,7 +235,7 @@ mod tests {
         assert!((l.loss - expect).abs() < 1e-5, "{l:?}");
         assert!(l.loss_dense > 0.0 && l.loss_region > 0.0);
         for _ in 0..7 {
-            m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+            m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         }
         assert_eq!((m.queue.ptr(), m.queue2.ptr()), (0, 0), "wrapped after K / B = 8 steps");
         let names: Vec<String> = m.state_tensors().into_iter().map(|(n, _)| n).collect();

@@ -1,10 +1,11 @@
 //! Pretraining methods, one file each, every RegionCL variant the region option of its base method:
 //! MoCo v2 / RegionCL-M ([`MomentumContrast`]), DenseCL / RegionCL-D ([`DenseContrast`]), SimSiam /
-//! RegionCL-S ([`SimSiam`]). The train loop and `regioncl bench train` drive them through the
-//! [`Pretrainer`] trait, built by [`build_pretrainer`] from the config's method.
+//! RegionCL-S ([`SimSiam`]), MoBY / RegionCL+MoBY ([`Moby`]). The train loop and `regioncl bench
+//! train` drive them through the [`Pretrainer`] trait, built by [`build_pretrainer`] from the
+//! config's method.
 //!
 //! They share one step skeleton (`common.rs`): colour-augment both views on the device -> encoders
-//! -> fp32 loss head -> backward -> SGD -> method state (queues). The pieces that differ live in the
+//! -> fp32 loss head -> backward -> optimiser -> method state (queues). The pieces that differ live in the
 //! method's file; the shared ones are factored: the colour views, the region swap and mask pooling
 //! of the query view, the contrastive region queries, the loss bookkeeping and the optimiser step
 //! (`common.rs`); the momentum encoder with its EMA and shuffled key forward (`momentum.rs`).
@@ -16,13 +17,17 @@
 
 mod common;
 mod densecl;
+mod moby;
 mod momentum;
 mod regionclm;
 mod simsiam;
 #[cfg(test)]
+pub(crate) use moby::tests as moby_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
 pub use densecl::DenseContrast;
+pub use moby::{Moby, moby_loss, moby_momentum};
 pub use momentum::MomentumEncoders;
 pub use regionclm::MomentumContrast;
 pub use simsiam::SimSiam;
@@ -36,7 +41,7 @@ use crate::config::{Config, Method};
 use crate::error::Result;
 use crate::input::StepInput;
 use crate::model::Encoder;
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 
 /// The losses of one step, read back to the host. The terms are unweighted; `loss` is the weighted
@@ -68,6 +73,23 @@ impl StepLosses {
     }
 }
 
+/// The scheduled values of one step, from the train loop's schedules.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scheduled {
+    /// The learning rate.
+    pub lr: f64,
+    /// The fraction of the run done before this step, `step / total_steps` in `[0, 1)`: MoBY's
+    /// momentum follows it.
+    pub progress: f64,
+}
+
+impl Scheduled {
+    /// The first step of a run at learning rate `lr`.
+    pub fn at_lr(lr: f64) -> Self {
+        Self { lr, progress: 0.0 }
+    }
+}
+
 /// A pretraining method with its networks and state, as the train loop drives it.
 pub trait Pretrainer: std::fmt::Debug {
     /// The method it implements.
@@ -80,16 +102,16 @@ pub trait Pretrainer: std::fmt::Debug {
     /// what [`crate::export_backbone`] exports.
     fn online_encoder(&self) -> &Encoder;
 
-    /// The optimiser over the trainable networks, grouped by checkpoint prefix.
-    fn optimizer(&self, config: &Config) -> Sgd;
+    /// The optimiser of `config.optim` over the trainable networks, grouped by checkpoint prefix.
+    fn optimizer(&self, config: &Config) -> Optimizer;
 
-    /// One full training step at the scheduled learning rate `lr`: views, losses, backward, SGD,
-    /// the method's state (queues). Reads the losses back (a device sync), after which the input's
-    /// host memory is released.
+    /// One full training step at the scheduled values `at`: views, losses, backward, the
+    /// optimiser's update, the method's state (momentum encoder, queues). Reads the losses back (a
+    /// device sync), after which the input's host memory is released.
     ///
     /// # Errors
     /// Bad input, or a libtorch failure.
-    fn step(&mut self, input: StepInput, sgd: &mut Sgd, lr: f64) -> Result<StepLosses>;
+    fn step(&mut self, input: StepInput, opt: &mut Optimizer, at: Scheduled) -> Result<StepLosses>;
 
     /// Every tensor of the model and its state under checkpoint names (OpenSelfSup-like:
     /// `encoder_q.*`, `encoder_k.*`, `queue`, `queue_ptr`, DenseCL's `queue2`; SimSiam's
@@ -112,6 +134,7 @@ pub fn build_pretrainer(config: &Config, rt: Runtime) -> Result<Box<dyn Pretrain
     Ok(match config.method {
         Method::DenseCl | Method::RegionCld => Box::new(DenseContrast::new(config, rt)?),
         Method::SimSiam | Method::RegionCls => Box::new(SimSiam::new(config, rt)?),
+        Method::Moby | Method::RegionClMoby => Box::new(Moby::new(config, rt)?),
         _ => Box::new(MomentumContrast::new(config, rt)?),
     })
 }

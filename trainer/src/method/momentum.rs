@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::dist::Dist;
 use crate::ema;
 use crate::error::Result;
-use crate::model::{Encoder, HeadSpec, ResNetSpec};
-use crate::optim::Sgd;
+use crate::model::{BackboneSpec, Encoder, HeadSpec};
+use crate::optim::Optimizer;
 use crate::rng::KeyedRng;
 use crate::runtime::Runtime;
 
@@ -44,9 +44,11 @@ impl MomentumEncoders {
     /// # Errors
     /// A libtorch failure.
     pub fn new(config: &Config, rt: &Runtime) -> Result<Self> {
-        let (spec, head) = (ResNetSpec::of(&config.model), HeadSpec::for_config(config));
+        let (spec, head) = (BackboneSpec::of(config), HeadSpec::for_config(config));
         let encoder_q = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
-        let mut encoder_k = Encoder::with_head(spec, head, rt.device, rt.channels_last)?;
+        // The key encoder never drops paths (MoBY's target drop-path rate is 0).
+        let spec_k = spec.with_drop_path(0.0);
+        let mut encoder_k = Encoder::with_head(spec_k, head, rt.device, rt.channels_last)?;
         encoder_k.store().copy_from(encoder_q.store())?;
         encoder_k.store_mut().freeze();
         Ok(Self {
@@ -59,14 +61,31 @@ impl MomentumEncoders {
         })
     }
 
-    /// `theta_k = m theta_k + (1 - m) theta_q` over trainable parameters (no grad).
+    /// `theta_k = m theta_k + (1 - m) theta_q` over trainable parameters (no grad), with the
+    /// configured momentum `m`.
     ///
     /// # Errors
     /// If the encoders differ (a construction bug).
     pub fn momentum_update(&self) -> Result<()> {
-        tch::no_grad(|| {
-            ema::momentum_update(self.encoder_k.store(), self.encoder_q.store(), self.momentum)
-        })
+        self.momentum_update_with(self.momentum)
+    }
+
+    /// [`MomentumEncoders::momentum_update`] with momentum `m` (MoBY's schedule).
+    ///
+    /// # Errors
+    /// As [`MomentumEncoders::momentum_update`].
+    pub fn momentum_update_with(&self, m: f64) -> Result<()> {
+        tch::no_grad(|| ema::momentum_update(self.encoder_k.store(), self.encoder_q.store(), m))
+    }
+
+    /// The configured momentum (MoBY: its value at step 0).
+    pub fn momentum(&self) -> f64 {
+        self.momentum
+    }
+
+    /// This rank's index in the world.
+    pub fn rank(&self) -> usize {
+        self.dist.rank()
     }
 
     /// Runs `forward(encoder_k, im_k)` without gradient on the key batch shuffled by a permutation
@@ -127,11 +146,11 @@ impl MomentumEncoders {
         self.dist.world() as i64
     }
 
-    /// The optimiser over the query encoder (one group, names `encoder_q.*`).
-    pub fn optimizer(&self, config: &Config) -> Sgd {
-        let mut sgd = Sgd::new(config.optim.momentum, true);
-        sgd.add_group(self.encoder_q.store(), "encoder_q.", config.optim.weight_decay, 1.0, None);
-        sgd
+    /// The optimiser of `config.optim` over the query encoder (names `encoder_q.*`).
+    pub fn optimizer(&self, config: &Config) -> Optimizer {
+        let (o, mut opt) = (&config.optim, Optimizer::for_config(config));
+        opt.add_store(self.encoder_q.store(), "encoder_q.", o.weight_decay, o.decay_all);
+        opt
     }
 
     /// `encoder_q.*` and `encoder_k.*` tensors for a checkpoint.

@@ -23,14 +23,14 @@ use super::common::{
     Terms, autocast, avg_pool, bn_mode, check_batch, colour_views, contrastive_region_queries,
     optimize, region_pool,
 };
-use super::{MomentumEncoders, Pretrainer, StepLosses};
+use super::{MomentumEncoders, Pretrainer, Scheduled, StepLosses};
 use crate::bn::BnMode;
 use crate::config::{Config, Method, RegionTerms};
 use crate::error::Result;
 use crate::input::StepInput;
 use crate::loss::{instance_loss, region_loss};
 use crate::model::{Encoder, l2_normalize};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::queue::Queue;
 use crate::runtime::Runtime;
 
@@ -101,8 +101,8 @@ impl MomentumContrast {
             let fq = enc_q.features(im_q, self.bn); // [B, D, G, G]
             let q = l2_normalize(&enc_q.project_with(&avg_pool(&fq), self.bn)); // [B, dim]
             let region = if self.terms.any() {
-                let pool = region_pool(enc_q, im_q, input, self.bn, &self.rt)?;
-                Some(contrastive_region_queries(enc_q, &pool, self.bn))
+                let pool = region_pool(enc_q, im_q, input, (self.bn, None), &self.rt)?;
+                Some(contrastive_region_queries(&pool, |v| enc_q.project_with(v, self.bn)))
             } else {
                 None
             };
@@ -135,14 +135,14 @@ impl Pretrainer for MomentumContrast {
         &self.encoders.encoder_q
     }
 
-    fn optimizer(&self, config: &Config) -> Sgd {
+    fn optimizer(&self, config: &Config) -> Optimizer {
         self.encoders.optimizer(config)
     }
 
-    fn step(&mut self, input: StepInput, sgd: &mut Sgd, lr: f64) -> Result<StepLosses> {
+    fn step(&mut self, input: StepInput, opt: &mut Optimizer, at: Scheduled) -> Result<StepLosses> {
         let (im_q, im_k) = colour_views(&self.rt, &input)?;
         let (terms, k) = self.losses(&input, &im_q, &im_k)?;
-        optimize(&terms.total, sgd, lr)?;
+        optimize(&terms.total, opt, at.lr)?;
         // After the backward, which needs the pre-enqueue queue: the same numbers as MoCo's
         // clone-then-enqueue, without the 32 MB clone.
         self.queue.enqueue(&k)?;
@@ -198,10 +198,10 @@ mod tests {
         config.moco.queue_size = 65536;
         config.model.proj_dim = 128;
         let mut m = MomentumContrast::new(&config, Runtime::cpu()).unwrap();
-        let mut sgd = m.optimizer(&config);
+        let mut opt = m.optimizer(&config);
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();
-        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        let l = m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         for v in [l.loss_inst, l.loss_region] {
             assert!((6.0..11.2).contains(&v), "{l:?}");
         }
@@ -211,18 +211,18 @@ mod tests {
     fn first_loss_in_range_and_mocov2_has_no_region_term() {
         let config = tiny_config(Method::RegionClm);
         let mut m = MomentumContrast::new(&config, Runtime::cpu()).unwrap();
-        let mut sgd = m.optimizer(&config);
+        let mut opt = m.optimizer(&config);
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();
-        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        let l = m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         // Random unit queue of K = 64, tau = 0.2: ln(1 + 64 e^{0.0977... for d = 16} e^{-s/tau}).
         assert!(l.is_finite() && l.loss_inst > 0.5 && l.loss_inst < (65f64).ln() + 0.5, "{l:?}");
         assert!((l.loss - l.loss_inst - l.loss_region).abs() < 1e-5 && l.loss_dense == 0.0);
         assert_eq!(m.queue.ptr(), 8);
         let mc = tiny_config(Method::MocoV2);
         let mut m = MomentumContrast::new(&mc, Runtime::cpu()).unwrap();
-        let mut sgd = m.optimizer(&mc);
-        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        let mut opt = m.optimizer(&mc);
+        let l = m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         assert_eq!(l.loss_region, 0.0);
         assert_eq!(l.loss, l.loss_inst);
     }

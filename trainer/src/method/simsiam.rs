@@ -23,14 +23,14 @@ use std::collections::HashMap;
 use tch::Tensor;
 
 use super::common::{Terms, autocast, avg_pool, bn_mode, colour_views, optimize, region_pool};
-use super::{Pretrainer, StepLosses};
+use super::{Pretrainer, Scheduled, StepLosses};
 use crate::bn::BnMode;
 use crate::config::{Config, Method, RegionTerms, SplitBnImpl};
 use crate::error::Result;
 use crate::input::StepInput;
 use crate::loss::{RegionPredictions, region_positive_loss, simsiam_loss};
 use crate::model::{Encoder, Predictor};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 
 /// The encoder (backbone + 3-layer projector) and the predictor: RegionCL-S, or SimSiam with the
@@ -85,7 +85,7 @@ impl SimSiam {
             let z2 = enc.project_with(&avg_pool(&enc.features(x2, bn)), bn); // [B, dim]
             let (p1, p2) = (pred.forward(&z1, bn), pred.forward(&z2, bn));
             let region = if self.terms.any() {
-                let pool = region_pool(enc, x1, input, bn, &self.rt)?;
+                let pool = region_pool(enc, x1, input, (bn, None), &self.rt)?;
                 let b = pool.a.size()[0];
                 let z_r = enc.project_with(&Tensor::cat(&[&pool.a, &pool.b], 0), bn); // [2B, dim]
                 let p_r = pred.forward(&z_r, bn); // [2B, dim]
@@ -118,18 +118,18 @@ impl Pretrainer for SimSiam {
 
     /// Two groups: `encoder.*` on the schedule, `predictor.*` at the peak LR when
     /// `simsiam.fix_pred_lr` (official `--fix-pred-lr`), weight decay on both.
-    fn optimizer(&self, config: &Config) -> Sgd {
+    fn optimizer(&self, config: &Config) -> Optimizer {
         let wd = config.optim.weight_decay;
-        let mut sgd = Sgd::new(config.optim.momentum, true);
-        sgd.add_group(self.encoder.store(), "encoder.", wd, 1.0, None);
-        sgd.add_group(self.predictor.store(), "predictor.", wd, 1.0, self.fixed_pred_lr);
-        sgd
+        let mut opt = Optimizer::for_config(config);
+        opt.add_group(self.encoder.store(), "encoder.", wd, 1.0, None);
+        opt.add_group(self.predictor.store(), "predictor.", wd, 1.0, self.fixed_pred_lr);
+        opt
     }
 
-    fn step(&mut self, input: StepInput, sgd: &mut Sgd, lr: f64) -> Result<StepLosses> {
+    fn step(&mut self, input: StepInput, opt: &mut Optimizer, at: Scheduled) -> Result<StepLosses> {
         let (x1, x2) = colour_views(&self.rt, &input)?;
         let terms = self.losses(&input, &x1, &x2)?;
-        optimize(&terms.total, sgd, lr)?;
+        optimize(&terms.total, opt, at.lr)?;
         let out = terms.read();
         drop(input);
         Ok(out)
@@ -158,13 +158,13 @@ mod tests {
     fn first_step_bounds_groups_and_names() {
         let config = tiny_config(Method::RegionCls);
         let mut m = SimSiam::new(&config, Runtime::cpu()).unwrap();
-        let mut sgd = m.optimizer(&config);
-        let groups = sgd.groups();
+        let mut opt = m.optimizer(&config);
+        let groups = opt.groups();
         assert_eq!((groups[0].fixed_lr, groups[1].fixed_lr), (None, Some(config.optim.peak_lr())));
         assert!(groups[1].names.iter().all(|n| n.starts_with("predictor.")));
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();
-        let l = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+        let l = m.step(src.next_batch().unwrap(), &mut opt, Scheduled::at_lr(0.05)).unwrap();
         assert!((-1.0..=1.0).contains(&l.loss_inst) && (-1.0..=1.0).contains(&l.loss_region));
         assert!((l.loss - l.loss_inst - l.loss_region).abs() < 1e-6 && l.loss_dense == 0.0);
         let names: Vec<String> = m.state_tensors().into_iter().map(|(n, _)| n).collect();
@@ -189,12 +189,12 @@ mod tests {
         let mut m = SimSiam::new(&config, Runtime::cpu()).unwrap();
         let w = m.encoder.store().get("0.layer1.0.bn2.weight").unwrap();
         assert_eq!(w.abs().sum(tch::Kind::Float).double_value(&[]), 0.0);
-        let mut sgd = m.optimizer(&config);
+        let mut opt = m.optimizer(&config);
         let mut src = SyntheticSource::new(&config);
         src.seek(0).unwrap();
         let input = src.next_batch().unwrap();
         assert!(input.swap.is_none());
-        let l = m.step(input, &mut sgd, 0.05).unwrap();
+        let l = m.step(input, &mut opt, Scheduled::at_lr(0.05)).unwrap();
         assert_eq!(l.loss_region, 0.0);
         assert_eq!(l.loss, l.loss_inst);
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use super::{StepLosses, build_pretrainer};
+use super::{Scheduled, StepLosses, build_pretrainer};
 use crate::bn::BnMode;
 use crate::config::{Config, Method};
 use crate::error::Result;
@@ -231,8 +231,10 @@ fn every_method_steps_on_every_runtime() {
             let mut sgd = m.optimizer(&config);
             let mut src = SyntheticSource::new(&config);
             src.seek(0).unwrap();
-            let first = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
-            let second = m.step(src.next_batch().unwrap(), &mut sgd, 0.05).unwrap();
+            let first =
+                m.step(src.next_batch().unwrap(), &mut sgd, Scheduled::at_lr(0.05)).unwrap();
+            let second =
+                m.step(src.next_batch().unwrap(), &mut sgd, Scheduled::at_lr(0.05)).unwrap();
             assert!(first.is_finite() && second.is_finite(), "{what}: {first:?} {second:?}");
             let enc = m.online_encoder();
             let conv = enc.store().get("0.conv1.weight").unwrap();

@@ -1,16 +1,28 @@
-//! Networks: the ResNet backbone, the heads (MoCo v2 projector, DenseCL's dense head, SimSiam's
+//! Networks: the backbones (ResNet with torchvision names; Swin and ViT with timm names), the
+//! heads (MoCo v2 projector, DenseCL's dense head, SimSiam's projector and predictor, MoBY's
 //! projector and predictor), and the encoder that pairs a backbone with a head.
 
+mod backbone;
 mod dense_head;
+mod moby_head;
 mod projector;
 mod resnet;
 mod simsiam_head;
+mod swin;
+mod transformer;
+mod vit;
 
+pub use backbone::BackboneSpec;
 pub use dense_head::DenseHead;
+pub use moby_head::{MobyMlp, MobyPredictor};
 pub use projector::Projector;
 pub use resnet::{ResNet, ResNetSpec};
 pub use simsiam_head::{Predictor, SimSiamProjector};
+pub use swin::{Swin, SwinSpec};
+pub use transformer::DropPath;
+pub use vit::{Vit, VitSpec};
 
+use backbone::Backbone;
 use tch::{Device, Kind, Tensor};
 
 use crate::bn::BnMode;
@@ -43,6 +55,14 @@ pub enum HeadSpec {
         /// Output dim.
         dim: i64,
     },
+    /// MoBY / RegionCL+MoBY: the 2-layer projector with BN (`1.linear_hidden.{1,2}`,
+    /// `1.linear_out`).
+    Moby {
+        /// Hidden width.
+        hidden: i64,
+        /// Output dim.
+        dim: i64,
+    },
 }
 
 impl HeadSpec {
@@ -50,13 +70,14 @@ impl HeadSpec {
     /// `model.proj_dim`).
     pub fn for_config(config: &Config) -> Self {
         let hidden = match config.model.proj_hidden {
-            0 => ResNetSpec::of(&config.model).feature_dim(),
+            0 => BackboneSpec::of(config).feature_dim(),
             h => h,
         };
         let dim = config.model.proj_dim;
         match config.method {
             Method::DenseCl | Method::RegionCld => HeadSpec::Dense { hidden, dim },
             Method::SimSiam | Method::RegionCls => HeadSpec::SimSiam { hidden, dim },
+            Method::Moby | Method::RegionClMoby => HeadSpec::Moby { hidden, dim },
             _ => HeadSpec::Mlp { hidden, dim },
         }
     }
@@ -67,25 +88,27 @@ enum Head {
     Mlp(Projector),
     Dense(Projector, DenseHead),
     SimSiam(SimSiamProjector),
+    Moby(MobyMlp),
 }
 
-/// A backbone `f` and a head `g`, registered under OpenSelfSup's names: `0.<torchvision>` for
-/// the backbone and `1.*` for the head (a checkpoint prefixes `encoder_q.` / `encoder_k.`, or
+/// A backbone `f` and a head `g`, registered under OpenSelfSup's names: `0.<torchvision or timm>`
+/// for the backbone and `1.*` for the head (a checkpoint prefixes `encoder_q.` / `encoder_k.`, or
 /// `encoder.` for SimSiam).
 #[derive(Debug)]
 pub struct Encoder {
     store: ParamStore,
-    backbone: ResNet,
+    backbone: Backbone,
     head: Head,
 }
 
 impl Encoder {
-    /// Builds an encoder with the MoCo v2 projector ([`HeadSpec::Mlp`]); see [`Encoder::with_head`].
+    /// Builds an encoder with the MoCo v2 projector ([`HeadSpec::Mlp`]); see
+    /// [`Encoder::with_head`].
     ///
     /// # Errors
     /// A libtorch failure while moving or converting.
     pub fn new(
-        spec: ResNetSpec,
+        spec: BackboneSpec,
         hidden: i64,
         dim: i64,
         device: Device,
@@ -99,8 +122,12 @@ impl Encoder {
     /// # Errors
     /// As [`Encoder::with_head`].
     pub fn for_config(config: &Config, device: Device, channels_last: bool) -> Result<Self> {
-        let backbone = ResNetSpec::of(&config.model);
-        Self::with_head(backbone, HeadSpec::for_config(config), device, channels_last)
+        Self::with_head(
+            BackboneSpec::of(config),
+            HeadSpec::for_config(config),
+            device,
+            channels_last,
+        )
     }
 
     /// Builds an encoder on the CPU (initialised from libtorch's default generator), then moves it
@@ -109,33 +136,47 @@ impl Encoder {
     /// # Errors
     /// A libtorch failure while moving or converting.
     pub fn with_head(
-        spec: ResNetSpec,
+        spec: BackboneSpec,
         head: HeadSpec,
         device: Device,
         channels_last: bool,
     ) -> Result<Self> {
         let mut store = ParamStore::new();
-        let backbone = ResNet::new(&mut store, "0", spec);
+        let backbone = Backbone::new(&mut store, "0", spec);
         let d = spec.feature_dim();
+        let init = match spec {
+            BackboneSpec::ResNet(r) => r.init,
+            _ => crate::config::InitScheme::Torchvision,
+        };
         let head = match head {
             HeadSpec::Mlp { hidden, dim } => {
-                Head::Mlp(Projector::new(&mut store, "1.mlp", spec.init, d, hidden, dim))
+                Head::Mlp(Projector::new(&mut store, "1.mlp", init, d, hidden, dim))
             }
             HeadSpec::Dense { hidden, dim } => {
-                let mlp = Projector::new(&mut store, "1.mlp", spec.init, d, hidden, dim);
+                let mlp = Projector::new(&mut store, "1.mlp", init, d, hidden, dim);
                 Head::Dense(mlp, DenseHead::new(&mut store, "1.mlp2", d, hidden, dim))
             }
             HeadSpec::SimSiam { hidden, dim } => {
                 Head::SimSiam(SimSiamProjector::new(&mut store, "1.mlp", d, hidden, dim))
             }
+            HeadSpec::Moby { hidden, dim } => {
+                Head::Moby(MobyMlp::new(&mut store, "1", d, hidden, dim))
+            }
         };
-        if device != Device::Cpu {
-            store.to_device(device);
-        }
+        let mut encoder = Self { store, backbone, head };
+        encoder.to_device(device);
         if channels_last {
-            store.to_channels_last()?;
+            encoder.store.to_channels_last()?;
         }
-        Ok(Self { store, backbone, head })
+        Ok(encoder)
+    }
+
+    /// Moves every tensor to `device` in place.
+    pub fn to_device(&mut self, device: Device) {
+        if device != Device::Cpu {
+            self.store.to_device(device);
+            self.backbone.move_to(device);
+        }
     }
 
     /// The named tensors.
@@ -156,16 +197,43 @@ impl Encoder {
     }
 
     /// The backbone spec.
-    pub fn spec(&self) -> &ResNetSpec {
+    pub fn spec(&self) -> BackboneSpec {
         self.backbone.spec()
     }
 
-    /// Backbone feature map `f(x)`.
+    /// Backbone feature map `f(x)` (a transformer's final token map).
     ///
     /// # Shapes
     /// `x: [B, 3, H, W]` -> `[B, D, H/R, W/R]`.
     pub fn features(&self, x: &Tensor, mode: BnMode) -> Tensor {
-        self.backbone.forward(x, mode)
+        self.backbone.forward(x, mode, None).1
+    }
+
+    /// The backbone's global representation (float) and last feature map in one pass: the
+    /// average of the map (ResNet, Swin) or the class token (ViT). Stochastic depth per `drop`
+    /// ([`Encoder::drop_path`]).
+    ///
+    /// # Shapes
+    /// `x: [B, 3, H, W]` -> `([B, D], [B, D, H/R, W/R])`.
+    pub fn backbone(&self, x: &Tensor, mode: BnMode, drop: Option<&DropPath>) -> (Tensor, Tensor) {
+        self.backbone.forward(x, mode, drop)
+    }
+
+    /// The backbone's global representation, float, without stochastic depth: what evaluation
+    /// and export compare.
+    ///
+    /// # Shapes
+    /// `x: [B, 3, H, W]` -> `[B, D]`.
+    pub fn pooled(&self, x: &Tensor, mode: BnMode) -> Tensor {
+        self.backbone.forward(x, mode, None).0
+    }
+
+    /// Stochastic-depth masks of one training pass over `batch` samples, the first being sample
+    /// `first_sample` of the global batch, keyed by `key` ([`DropPath::draw`]); `None` for a
+    /// backbone without stochastic depth.
+    pub fn drop_path(&self, key: &[u64], first_sample: u64, batch: i64) -> Option<DropPath> {
+        let device = self.store.entries().first().map_or(Device::Cpu, |e| e.tensor.device());
+        DropPath::draw(&self.backbone.drop_rates(), key, first_sample, batch, device)
     }
 
     /// Head `g` on pooled features, BN layers of the head (SimSiam's) on running statistics: the
@@ -186,6 +254,7 @@ impl Encoder {
         match &self.head {
             Head::Mlp(mlp) | Head::Dense(mlp, _) => mlp.forward(v),
             Head::SimSiam(p) => p.forward(v, mode),
+            Head::Moby(p) => p.forward(v, mode),
         }
     }
 
@@ -200,13 +269,12 @@ impl Encoder {
         }
     }
 
-    /// The global embedding `g(avgpool(f(x)))`, not normalised.
+    /// The global embedding `g(pool(f(x)))` ([`Encoder::pooled`]), not normalised.
     ///
     /// # Shapes
     /// `x: [B, 3, H, W]` -> `[B, dim]`.
     pub fn embed(&self, x: &Tensor, mode: BnMode) -> Tensor {
-        let f = self.features(x, mode); // [B, D, G, G]
-        self.project_with(&f.mean_dim([2, 3].as_slice(), false, f.kind()), mode)
+        self.project_with(&self.pooled(x, mode), mode)
     }
 }
 

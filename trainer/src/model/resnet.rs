@@ -47,8 +47,11 @@ impl ResNetSpec {
     }
 
     /// Channels of the output feature map.
+    ///
+    /// # Panics
+    /// For a transformer `arch` (a ResNetSpec is built for ResNets only).
     pub fn feature_dim(&self) -> i64 {
-        8 * self.width * self.arch.expansion()
+        8 * self.width * self.arch.expansion().expect("a ResNet arch")
     }
 
     /// Total stride `R` of the output feature map.
@@ -120,6 +123,9 @@ pub struct ResNet {
 
 impl ResNet {
     /// Registers a backbone in `store` under `prefix` (`""` for bare torchvision names, or `"0"`).
+    ///
+    /// # Panics
+    /// For a transformer `spec.arch` (those are [`super::Swin`] and [`super::Vit`]).
     pub fn new(store: &mut ParamStore, prefix: &str, spec: ResNetSpec) -> Self {
         let p = |n: &str| if prefix.is_empty() { n.to_string() } else { format!("{prefix}.{n}") };
         let init = spec.init;
@@ -132,6 +138,7 @@ impl ResNet {
         let (depths, bottleneck) = match spec.arch {
             Arch::ResNet18 => ([2, 2, 2, 2], false),
             Arch::ResNet50 => ([3, 4, 6, 3], true),
+            other => panic!("{} is not a ResNet", other.as_str()),
         };
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = w;

@@ -88,7 +88,7 @@ impl std::fmt::Debug for LoaderSource {
 
 impl LoaderSource {
     /// Opens `config.data.source` (`photos` or `shards`) and plans the config's recipe: two views
-    /// of [`crate::source::view_spec`] with colour left to the trainer, the swap box (RegionCL)
+    /// of [`crate::source::view_specs`] with colour left to the trainer, the swap box (RegionCL)
     /// with the pairing inside the BN groups ([`Config::bn_groups`]), a fresh shuffle per epoch,
     /// drop_last, epochs cut to `data.steps_per_epoch` when it is set.
     ///

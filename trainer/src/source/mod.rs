@@ -19,8 +19,23 @@ use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
 
-/// The view recipe of the config (both views alike).
-pub(crate) fn view_spec(config: &Config) -> ViewSpec {
+/// The view recipes of the config: both views alike, or, with `augment.asymmetric`, the blur and
+/// solarize probabilities of the loader's [`Recipe::byol`] per view (1.0 / 0.1 and 0 / 0.2, the
+/// official MoBY's), the rest of the config's recipe kept.
+pub(crate) fn view_specs(config: &Config) -> Vec<ViewSpec> {
+    let spec = view_spec(config);
+    if !config.augment.asymmetric {
+        return vec![spec; 2];
+    }
+    Recipe::byol(spec.width)
+        .views
+        .iter()
+        .map(|b| ViewSpec { blur_p: b.blur_p, solarize_p: b.solarize_p, ..spec })
+        .collect()
+}
+
+/// The config's view recipe, `augment.asymmetric` aside.
+fn view_spec(config: &Config) -> ViewSpec {
     let a = &config.augment;
     let size = config.data.image_size as u32;
     ViewSpec {
@@ -46,7 +61,7 @@ pub(crate) fn loader_err(e: regioncl_loader::Error) -> Error {
     Error::Loader(e)
 }
 
-/// `builder` set up as `config` says, for `share`: two [`view_spec`] views with colour left to the
+/// `builder` set up as `config` says, for `share`: the two [`view_specs`] with colour left to the
 /// trainer, the global batch and seed, the swap box and pairing of the RegionCL methods, epochs
 /// cut to `data.steps_per_epoch` when it is set, `data.loader_threads` workers.
 ///
@@ -57,14 +72,15 @@ pub(crate) fn loader_builder(
     share: RankShare,
     builder: LoaderBuilder,
 ) -> Result<LoaderBuilder> {
-    let spec = view_spec(config);
+    let views = view_specs(config);
+    let spec = views[0];
     let swap = if config.region_terms().any() {
         let r = &config.region;
         let swap = SwapConfig {
-            stride: config.model.stem.stride() as u32,
+            stride: config.model.stride() as u32,
             min_cells: r.c_lower as u32,
             max_cells: r.c_upper as u32,
-            sampler: r.sampler.to_loader(),
+            sampler: r.sampler,
             view_width: spec.width,
             view_height: spec.height,
         };
@@ -80,7 +96,7 @@ pub(crate) fn loader_builder(
         n => Some(n),
     };
     let builder = builder
-        .recipe(Recipe { views: vec![spec; 2], ..Recipe::mocov2(spec.width) })
+        .recipe(Recipe { views, ..Recipe::mocov2(spec.width) })
         .batch_size(config.optim.batch_size as usize)
         .seed(config.seed)
         .world(share.rank, share.world)
