@@ -52,6 +52,8 @@ fn compare_reports_mean_std_and_resumes_at_toy_size() {
     let runs: serde_json::Value = serde_json::from_str(&first).expect("JSON");
     assert_eq!(runs.as_array().map(Vec::len), Some(6));
     assert!(runs.as_array().unwrap().iter().all(|r| r["steps"] == 4), "{first}");
+    let png = std::fs::read(out.join("results.png")).expect("results.png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} bytes", png.len());
 
     // As after a kill: one run not evaluated, another killed after its step-2 checkpoint.
     std::fs::remove_file(out.join("mocov2-seed0/eval.json")).expect("remove eval.json");

@@ -187,8 +187,8 @@ pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::test_devices;
     use crate::rng::KeyedRng;
+    use crate::runtime::test_devices;
     use regioncl_loader::SwapSampler;
 
     /// docs/method.md 11.3 #4.

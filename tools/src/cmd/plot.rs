@@ -266,3 +266,96 @@ pub fn write_plots(run_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     written.push(path);
     Ok(written)
 }
+
+/// One method's values of each metric of a comparison (one value per seed), for
+/// [`write_comparison`].
+pub struct MethodValues {
+    /// The method's display name.
+    pub name: String,
+    /// Per metric, in `metrics` order, the top-1 accuracy in `[0, 1]` of each seed.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Writes `path`, a PNG of a comparison: per metric, each method's seeds as small circles and
+/// their mean ± standard deviation as a bar with whiskers, side by side.
+///
+/// # Errors
+/// A PNG that cannot be written.
+pub fn write_comparison(path: &Path, metrics: &[String], methods: &[MethodValues]) -> Result<()> {
+    let pct: Vec<f64> =
+        methods.iter().flat_map(|m| m.values.iter().flatten()).map(|v| 100.0 * v).collect();
+    let (lo, hi) = pct.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    anyhow::ensure!(lo <= hi, "no values to plot");
+    let pad = ((hi - lo) * 0.1).max(0.5);
+    let (y0, y1) = (lo - 2.0 * pad, hi + pad);
+    let n = metrics.len() as f64;
+    let width = (180 * metrics.len()).max(600) as u32;
+    png(path, (width, 520), |area| {
+        let text = font_ready();
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(12).x_label_area_size(8).y_label_area_size(if text { 64 } else { 8 });
+        if text {
+            builder.caption("Comparison at equal budget (mean ± std over seeds)", (FAMILY, 20));
+        }
+        let mut c = builder
+            .build_cartesian_2d(-0.5..n - 0.5, y0..y1)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut mesh = c.configure_mesh();
+        mesh.disable_x_mesh().x_labels(0);
+        if text {
+            mesh.y_desc("top-1 %").label_style((FAMILY, 14));
+        } else {
+            mesh.y_labels(0);
+        }
+        mesh.draw().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let step = 0.6 / methods.len().max(1) as f64;
+        for (j, m) in methods.iter().enumerate() {
+            let color = COLORS[j % COLORS.len()];
+            let dx = (j as f64 - (methods.len() as f64 - 1.0) / 2.0) * step;
+            let mut bars = Vec::new();
+            let mut seeds = Vec::new();
+            for (i, values) in m.values.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+                let x = i as f64 + dx;
+                let v: Vec<f64> = values.iter().map(|v| 100.0 * v).collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = if v.len() > 1 {
+                    v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+                } else {
+                    0.0
+                };
+                let std = var.sqrt();
+                bars.push(ErrorBar::new_vertical(
+                    x,
+                    mean - std,
+                    mean,
+                    mean + std,
+                    color.filled().stroke_width(2),
+                    12,
+                ));
+                seeds.extend(v.into_iter().map(|y| Circle::new((x + step / 4.0, y), 3, color)));
+            }
+            let drawn = c.draw_series(bars).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if text {
+                drawn.label(m.name.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            }
+            c.draw_series(seeds).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        if text {
+            let label = (FAMILY, 15).into_font().color(&BLACK);
+            let names = metrics.iter().enumerate().map(|(i, name)| {
+                Text::new(name.clone(), (i as f64 - 0.3, y0 + 0.6 * pad), label.clone())
+            });
+            c.draw_series(names).map_err(|e| anyhow::anyhow!("{e}"))?;
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font((FAMILY, 14))
+                .draw()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    })
+}

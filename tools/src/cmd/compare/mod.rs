@@ -3,7 +3,8 @@
 //! batch, learning-rate schedule, augmentation) and for the same seeds, evaluates every run the
 //! same way, and reports mean ± std over the seeds, the difference of each pair and whether it
 //! exceeds the seed noise (Welch's t-test, `report.rs`): a table on stdout and in
-//! `OUT/results.md`, every number in `OUT/results.json`.
+//! `OUT/results.md`, every number in `OUT/results.json`, and a plot of every seed with the means
+//! and standard deviations in `OUT/results.png`.
 //!
 //! Each run is evaluated on its frozen backbone's pooled features of the labeled `--train` and
 //! `--test` sets (centre view, computed once per run): weighted k-NN (k = 20 and 200, T = 0.07),
@@ -30,6 +31,7 @@ use regioncl_trainer::{
 use tch::Device;
 
 use self::report::{Metric, RunResult, pair_table};
+use super::plot::{MethodValues, write_comparison};
 
 /// Arguments of `regioncl compare`.
 #[derive(Debug, Args)]
@@ -194,6 +196,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         let path = args.out.join(name);
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
     }
+    plot(&args.out.join("results.png"), &results, &pairs)?;
     errln!(
         "compare: done in {:.0} s; {}",
         t0.elapsed().as_secs_f64(),
@@ -268,4 +271,29 @@ impl Eval<'_> {
         }
         Ok(RunResult { method: method.as_str().to_string(), seed, steps, metrics })
     }
+}
+
+/// `results.png`: every method of `pairs` (each once, in pair order) on every metric.
+fn plot(path: &Path, results: &[RunResult], pairs: &[(Method, Method)]) -> Result<()> {
+    let Some(first) = results.first() else { return Ok(()) };
+    let metrics: Vec<String> = first.metrics.iter().map(|m| m.name.clone()).collect();
+    let mut methods: Vec<Method> = Vec::new();
+    for m in pairs.iter().flat_map(|&(a, b)| [a, b]) {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let values = |m: Method| MethodValues {
+        name: display(m).to_string(),
+        values: metrics
+            .iter()
+            .map(|name| {
+                let runs = results.iter().filter(|r| r.method == m.as_str());
+                runs.flat_map(|r| r.metrics.iter().filter(|x| &x.name == name).map(|x| x.top1))
+                    .collect()
+            })
+            .collect(),
+    };
+    let methods: Vec<MethodValues> = methods.into_iter().map(values).collect();
+    write_comparison(path, &metrics, &methods)
 }
