@@ -21,7 +21,8 @@ test: venv data
 demo: venv data release
 	scripts/demo.sh
 
-# RegionCL-M vs MoCo v2, 3 seeds at the demo's budget (about an hour on 2 cores; resumable).
+# RegionCL-M vs MoCo v2, 3 seeds at the demo's budget (about 35 minutes on an idle 2-core machine;
+# resumable). The README has the result.
 compare: venv data release
 	scripts/compare.sh
 
