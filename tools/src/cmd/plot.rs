@@ -16,8 +16,11 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 use clap::Args;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use regioncl_trainer::{LogRecord, RunLog, read_metrics};
+
+use super::compare::Summary;
 
 /// Arguments of `regioncl plot`.
 #[derive(Debug, Args)]
@@ -187,20 +190,33 @@ fn chart(
         let line = c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)));
         let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
         if text {
-            line.label(name.as_str()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            line.label(name.as_str()).legend(move |p| legend_mark(p, color));
         }
     }
     if text && series.len() > 1 {
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font((FAMILY, 14))
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        draw_legend(&mut c, SeriesLabelPosition::MiddleRight)?;
     }
     Ok(())
+}
+
+/// A legend entry's mark: a short line in the series' colour.
+fn legend_mark((x, y): (i32, i32), color: RGBColor) -> PathElement<(i32, i32)> {
+    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+/// A chart of this module: f64 axes on a bitmap.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the legend box of `c` at `position`, in the charts' style.
+fn draw_legend<'b>(c: &mut Chart<'b, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    c.configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font((FAMILY, 14))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Draws into an RGB buffer and writes it as a PNG (with the `image` crate, so plotters needs no
@@ -317,13 +333,7 @@ pub fn write_comparison(path: &Path, metrics: &[String], methods: &[MethodValues
             for (i, values) in m.values.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
                 let x = i as f64 + dx;
                 let v: Vec<f64> = values.iter().map(|v| 100.0 * v).collect();
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                let var = if v.len() > 1 {
-                    v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64
-                } else {
-                    0.0
-                };
-                let std = var.sqrt();
+                let Summary { mean, std, .. } = Summary::of(&v);
                 bars.push(ErrorBar::new_vertical(
                     x,
                     mean - std,
@@ -336,9 +346,7 @@ pub fn write_comparison(path: &Path, metrics: &[String], methods: &[MethodValues
             }
             let drawn = c.draw_series(bars).map_err(|e| anyhow::anyhow!("{e}"))?;
             if text {
-                drawn.label(m.name.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                drawn.label(m.name.as_str()).legend(move |p| legend_mark(p, color));
             }
             c.draw_series(seeds).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -348,13 +356,7 @@ pub fn write_comparison(path: &Path, metrics: &[String], methods: &[MethodValues
                 Text::new(name.clone(), (i as f64 - 0.3, y0 + 0.6 * pad), label.clone())
             });
             c.draw_series(names).map_err(|e| anyhow::anyhow!("{e}"))?;
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font((FAMILY, 14))
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            draw_legend(&mut c, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
     })

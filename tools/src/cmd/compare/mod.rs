@@ -30,6 +30,7 @@ use regioncl_trainer::{
 };
 use tch::Device;
 
+pub(crate) use self::report::Summary;
 use self::report::{Metric, RunResult, pair_table};
 use super::plot::{MethodValues, write_comparison};
 
