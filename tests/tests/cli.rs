@@ -73,6 +73,16 @@ pub fn run_ok(args: &[&dyn AsRef<OsStr>]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `regioncl train --config CONFIG --out RUN --set S ...`, asserting success; returns stdout.
+pub fn train_ok(config: &Path, run: &Path, sets: &[&str]) -> String {
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"train", &"--config", &config, &"--out", &run];
+    for s in sets {
+        args.push(&"--set");
+        args.push(s);
+    }
+    run_ok(&args)
+}
+
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

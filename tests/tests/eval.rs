@@ -3,7 +3,6 @@
 //! PNGs, batch-size invariance of the features (pipeline batches vs the tail rendered outside the
 //! pipeline), and both evaluations of a checkpoint next to a randomly initialised network.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -11,7 +10,7 @@ use std::sync::OnceLock;
 use regioncl_trainer::{Config, EvalSet, EvalView, FeatureSource, encode, random_encoder};
 use tch::Tensor;
 
-use crate::cli::{TempDir, data_dir, run_ok, workspace};
+use crate::cli::{TempDir, data_dir, run_ok, train_ok, workspace};
 
 /// Images per class and split of the test subset.
 pub const PER_CLASS: usize = 60;
@@ -283,13 +282,8 @@ fn train_evaluate_export(
 ) -> Vec<(String, Tensor)> {
     let (_, train, test) = fashion_mnist();
     let run = dir.join(name);
-    let mut args: Vec<OsString> = ["train", "--config"].map(OsString::from).to_vec();
-    args.push(workspace().join("configs").join(config).into());
-    args.extend(["--out".into(), run.clone().into_os_string()]);
-    for s in sets.iter().chain(&["run.max_steps=2"]) {
-        args.extend(["--set".into(), OsString::from(s)]);
-    }
-    run_ok(&args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect::<Vec<_>>());
+    let sets: Vec<&str> = sets.iter().copied().chain(["run.max_steps=2"]).collect();
+    train_ok(&workspace().join("configs").join(config), &run, &sets);
     let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [
         &"--checkpoint",
         &run,

@@ -14,7 +14,7 @@ use std::process::Command;
 use regioncl_trainer::{BnMode, EvalSet, EvalView, load_encoder};
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::{TempDir, run_ok, workspace};
+use crate::cli::{TempDir, run_ok, train_ok, workspace};
 use crate::eval::{fashion_mnist, python};
 
 /// A ResNet-50 (torchvision stem and width) RegionCL-M run of two steps at 64 px on the photos.
@@ -35,13 +35,7 @@ fn resnet50_run(dir: &Path) -> std::path::PathBuf {
         "run.max_steps=2",
     ];
     let config = workspace().join("configs/tiny_cpu.toml");
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        vec![&"train", &"--config", &config, &"--out", &run];
-    for s in &sets {
-        args.push(&"--set");
-        args.push(s);
-    }
-    run_ok(&args);
+    train_ok(&config, &run, &sets);
     run
 }
 

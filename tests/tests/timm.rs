@@ -9,7 +9,7 @@ use std::process::Command;
 
 use regioncl_trainer::{BnMode, load_encoder};
 
-use crate::cli::{TempDir, run_ok, workspace};
+use crate::cli::{TempDir, run_ok, train_ok, workspace};
 use crate::eval::python;
 use crate::export::real_input;
 
@@ -31,13 +31,7 @@ fn moby_run(dir: &Path, arch: &str) -> PathBuf {
         "run.threads=1",
         "run.max_steps=1",
     ];
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        vec![&"train", &"--config", &config, &"--out", &run];
-    for s in &sets {
-        args.push(&"--set");
-        args.push(s);
-    }
-    run_ok(&args);
+    train_ok(&config, &run, &sets);
     run
 }
 
