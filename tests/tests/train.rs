@@ -284,6 +284,33 @@ fn corrupt_records_are_replaced_and_counted() {
     assert_eq!(losses(&out).len(), 4);
 }
 
+/// Issue 12 #18b (the demo fell 4x beside one busy process): every logged step records libtorch's
+/// intra-op threads; a fixed `run.threads` is kept, and `run.threads = 0` (adapting to the cores
+/// other processes leave) stays between one thread and one per core. (How many it picks depends on
+/// the machine's load, so only the bounds are checked; `threads::tests` checks the rule.)
+#[test]
+fn threads_are_recorded_fixed_ones_kept_and_adaptive_ones_bounded() {
+    // libtorch's default is one thread per CPU it may use: at most every CPU the kernel counts.
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cores = stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    let cores = (cores as u64).max(1);
+    for (threads, allowed) in [("1", 1..=1), ("0", 1..=cores)] {
+        let dir = TempDir::new("train-threads");
+        let out = dir.path().join("run");
+        train(&out, &[&format!("run.threads={threads}"), "run.max_steps=3"], false);
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
+        let counts: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                v["threads"].as_u64().expect("threads recorded")
+            })
+            .collect();
+        assert_eq!(counts.len(), 3);
+        assert!(counts.iter().all(|c| allowed.contains(c)), "run.threads={threads}: {counts:?}");
+    }
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let dir = TempDir::new("train-err");

@@ -11,17 +11,18 @@
 //! reduced-precision path runs in tests without a GPU.
 //!
 //! ```no_run
-//! use regioncl_trainer::{Config, RunStart, SyntheticSource, TrainEvent, TrainOptions, train};
+//! use regioncl_trainer::{Config, SyntheticSource, TrainEvent, Trainer};
 //!
 //! # fn main() -> regioncl_trainer::Result<()> {
 //! let config = Config::load("configs/tiny_cpu.toml".as_ref(), &["data.source=synthetic".into()])?;
 //! let mut source = SyntheticSource::new(&config);
-//! let opts = TrainOptions { run_dir: "runs/tiny".into(), start: RunStart::New };
-//! let summary = train(&config, &mut source, &opts, &mut |event| {
-//!     if let TrainEvent::Step(r) = event {
-//!         eprintln!("{}", r.progress_line());
-//!     }
-//! })?;
+//! let summary = Trainer::new(&config, "runs/tiny")
+//!     .on_event(|event| {
+//!         if let TrainEvent::Step(r) = event {
+//!             eprintln!("{}", r.progress_line());
+//!         }
+//!     })
+//!     .run(&mut source)?;
 //! println!("last loss {:?}", summary.losses.last());
 //! # Ok(())
 //! # }
@@ -59,6 +60,7 @@ mod setup;
 mod shim;
 mod source;
 mod swap;
+mod threads;
 mod train;
 
 pub use crate::bn::{BatchNorm2d, BnMode};
@@ -108,10 +110,7 @@ pub use crate::shim::{
 };
 pub use crate::source::{LoaderSource, PinnedAllocator, RankShare, SyntheticSource, data_root};
 pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, composite, mask_pool};
-pub use crate::train::{
-    SkippedCheckpoint, TrainEvent, TrainOptions, TrainSummary, train, train_distributed,
-    train_monitored,
-};
+pub use crate::train::{SkippedCheckpoint, TrainEvent, TrainSummary, Trainer};
 
 /// Whether CUDA is usable in this process.
 pub fn cuda_available() -> bool {

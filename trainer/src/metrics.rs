@@ -41,6 +41,10 @@ pub struct LogRecord {
     /// [`crate::BatchSource::replaced`]).
     #[serde(default)]
     pub replaced: u64,
+    /// libtorch's intra-op threads at the end of the window on the CPU (0: on CUDA, or absent in
+    /// older files); `regioncl train` adapts them to the machine's load (`run.threads = 0`).
+    #[serde(default)]
+    pub threads: u64,
 }
 
 impl LogRecord {
@@ -66,8 +70,10 @@ impl LogRecord {
         };
         let replaced =
             if self.replaced == 0 { String::new() } else { format!(" replaced {}", self.replaced) };
+        let threads =
+            if self.threads == 0 { String::new() } else { format!(" threads {}", self.threads) };
         format!(
-            "epoch {} step {}/{} loss {:.4} (inst {:.4} region {:.4}{dense}) lr {:.6} {:.1} img/s data-wait {:.1}%{replaced}",
+            "epoch {} step {}/{} loss {:.4} (inst {:.4} region {:.4}{dense}) lr {:.6} {:.1} img/s data-wait {:.1}%{threads}{replaced}",
             self.epoch,
             self.step + 1,
             self.total_steps,
@@ -219,6 +225,7 @@ mod tests {
             data_wait: 0.01,
             elapsed_s: 1.0,
             replaced: 0,
+            threads: 2,
         };
         serde_json::to_string(&r).unwrap()
     }

@@ -5,7 +5,7 @@
 //! explicit overwrite ([`RunStart`], `run_dir.rs`). A resume takes the newest intact checkpoint:
 //! damaged newer ones are skipped and reported ([`TrainEvent::Resumed`]).
 //!
-//! In a multi-process run ([`train_distributed`]) every rank runs this loop on its share of each
+//! In a multi-process run ([`Trainer::setup`]) every rank runs this loop on its share of each
 //! global batch: rank 0 alone writes the run directory (config, metrics.jsonl, checkpoints, the
 //! backbone) and calls the log callback; the other ranks meet it at a barrier after every
 //! checkpoint. The model, its queues and the optimiser state are broadcast from rank 0 at the
@@ -29,15 +29,7 @@ use crate::run_dir::{RunDir, RunStart};
 use crate::runtime::Runtime;
 use crate::schedule::LrSchedule;
 use crate::setup::Setup;
-
-/// How to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TrainOptions {
-    /// Run directory (checkpoints, metrics.jsonl, config.toml, backbone.safetensors).
-    pub run_dir: PathBuf,
-    /// A new run, a resume, or an overwrite of the run in `run_dir`.
-    pub start: RunStart,
-}
+use crate::threads::ThreadGovernor;
 
 /// A checkpoint a resume passed over because it is damaged.
 #[derive(Debug)]
@@ -117,184 +109,271 @@ fn check_resumable(saved: &Config, now: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Trains `config` on `source` into `opts.run_dir`, calling `on_log` for every logged step and
-/// after a resume.
+/// The online k-NN monitor with the callback that receives its records.
+type Monitor<'a> = (&'a KnnMonitor, Box<dyn FnMut(&KnnRecord) + 'a>);
+
+/// A training run, set up step by step and started by [`Trainer::run`]:
 ///
-/// # Errors
-/// [`Error::Loader`] (the loader's `Locked`) when another process trains into `opts.run_dir`;
-/// [`Error::RunDir`] when a new run finds it holding another; [`Error::NonFinite`] when a loss is
-/// NaN or infinite (no checkpoint is written after the last good one); config, I/O, data and
-/// libtorch errors.
-pub fn train(
-    config: &Config,
-    source: &mut dyn BatchSource,
-    opts: &TrainOptions,
-    on_log: &mut dyn FnMut(&TrainEvent),
-) -> Result<TrainSummary> {
-    train_monitored(config, source, opts, None, on_log)
+/// ```no_run
+/// # use regioncl_trainer::{Config, RunStart, SyntheticSource, TrainEvent, Trainer};
+/// # fn main() -> regioncl_trainer::Result<()> {
+/// # let config = Config::load("configs/tiny_cpu.toml".as_ref(), &[])?;
+/// let summary = Trainer::new(&config, "runs/tiny")
+///     .start(RunStart::Resume)
+///     .on_event(|event| {
+///         if let TrainEvent::Step(r) = event {
+///             eprintln!("{}", r.progress_line());
+///         }
+///     })
+///     .run(&mut SyntheticSource::new(&config))?;
+/// # Ok(()) }
+/// ```
+///
+/// The run directory is locked while it trains; a new run refuses a directory holding another
+/// ([`RunStart`]).
+#[must_use = "a Trainer does nothing until `run`"]
+pub struct Trainer<'a> {
+    config: &'a Config,
+    setup: Option<&'a Setup>,
+    run_dir: PathBuf,
+    start: RunStart,
+    adapt_threads: bool,
+    monitor: Option<Monitor<'a>>,
+    on_event: Box<dyn FnMut(&TrainEvent) + 'a>,
 }
 
-/// [`train`] with the online k-NN monitor (`eval/knn.rs`): at the epochs it is due and after the
-/// last step, a [`KnnRecord`] line in `metrics.jsonl`, also passed to the callback.
-///
-/// # Errors
-/// As [`train`], and the monitor's data errors.
-#[allow(clippy::type_complexity)] // the monitor with its callback, spelt out for the reader
-pub fn train_monitored(
-    config: &Config,
-    source: &mut dyn BatchSource,
-    opts: &TrainOptions,
-    monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
-    on_log: &mut dyn FnMut(&TrainEvent),
-) -> Result<TrainSummary> {
-    train_distributed(config, &Setup::single(config)?, source, opts, monitor, on_log)
+impl std::fmt::Debug for Trainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("method", &self.config.method)
+            .field("run_dir", &self.run_dir)
+            .field("start", &self.start)
+            .field("distributed", &self.setup.is_some_and(|s| s.dist.is_distributed()))
+            .field("adapt_threads", &self.adapt_threads)
+            .field("monitor", &self.monitor.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
-/// [`train_monitored`] with the resolved `setup`: as one rank of the multi-process run
-/// `setup.dist` ([`Setup::join`] under `torchrun` or `srun`), on `source`'s share of every
-/// global batch ([`crate::Config::batch_split`]). `optim.batch_size` is the global batch.
-///
-/// Only rank 0 writes into `opts.run_dir`, runs the monitor and calls `on_log`; its
-/// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. Every rank
-/// passes the same monitor: rank 0 runs it while the others wait for it without a collective
-/// timeout ([`Dist::on_main`]; the k-NN of a large bank may outlast `run.dist_timeout_s`). A world
-/// of one is [`train_monitored`].
-///
-/// # Errors
-/// As [`train`]; [`Error::Dist`] when a peer dies or stalls past the timeout, or when rank 0
-/// failed to resume (its own error is in its log).
-#[allow(clippy::type_complexity)] // as train_monitored
-pub fn train_distributed(
-    config: &Config,
-    setup: &Setup,
-    source: &mut dyn BatchSource,
-    opts: &TrainOptions,
-    mut monitor: Option<(&KnnMonitor, &mut dyn FnMut(&KnnRecord))>,
-    on_log: &mut dyn FnMut(&TrainEvent),
-) -> Result<TrainSummary> {
-    let (rt, dist) = (setup.runtime, &setup.dist);
-    let main = dist.is_main();
-    let run_dir = opts.run_dir.as_path();
-
-    let mut model = build_pretrainer(config, rt)?;
-    let mut opt = model.optimizer(config);
-    opt.set_dist(dist.clone());
-    // Rank 0 holds the run directory's lock until the run ends.
-    let (begun, _run_dir) = begin(config, dist, opts, model.as_mut(), &opt)?;
-    let start = begun.step;
-    if let (true, Some(from)) = (main, &begun.from) {
-        on_log(&TrainEvent::Resumed { from, step: start, skipped: &begun.skipped });
-    }
-
-    let spe = source.steps_per_epoch().max(1);
-    let total = config.optim.epochs.checked_mul(spe).ok_or_else(|| {
-        Error::config("optim.epochs", format!("{} epochs of {spe} steps", config.optim.epochs))
-    })?;
-    let schedule = LrSchedule::of(config, spe);
-    let end = match config.run.max_steps {
-        0 => total,
-        n => n.min(total),
-    };
-    source.seek(start)?;
-    let mut metrics = if main { Some(MetricsFile::open(run_dir, start)?) } else { None };
-    let batch = config.optim.batch_size as f64;
-    let t_run = Instant::now();
-    let (mut t_window, mut wait_window, mut steps_window) = (Instant::now(), 0.0f64, 0u64);
-    let mut losses = Vec::new();
-    let mut checkpoint = None;
-    let mut saved_at = None;
-
-    for step in start..end {
-        let t_wait = Instant::now();
-        let input = source.next_batch()?;
-        wait_window += t_wait.elapsed().as_secs_f64();
-        if input.step != step {
-            return Err(Error::Data(format!(
-                "source gave step {} where {step} was due",
-                input.step
-            )));
-        }
-        let epoch = step / spe;
-        let lr = schedule.at(step, epoch);
-        let at = Scheduled { lr, progress: step as f64 / total as f64 };
-        let l = mean_over_ranks(dist, model.step(input, &mut opt, at)?)?;
-        if !l.is_finite() {
-            return Err(Error::NonFinite {
-                step,
-                epoch,
-                loss: l.loss,
-                loss_inst: l.loss_inst,
-                loss_region: l.loss_region,
-            });
-        }
-        losses.push((step, l));
-        steps_window += 1;
-
-        let done = step + 1;
-        if let Some(metrics) = metrics.as_mut()
-            && (done % config.run.log_every == 0 || done == end)
-        {
-            let dt = t_window.elapsed().as_secs_f64().max(1e-9);
-            let record = LogRecord {
-                step,
-                epoch,
-                total_steps: end,
-                loss: l.loss,
-                loss_inst: l.loss_inst,
-                loss_region: l.loss_region,
-                loss_dense: l.loss_dense,
-                lr,
-                img_per_s: steps_window as f64 * batch / dt,
-                data_wait: (wait_window / dt).min(1.0),
-                elapsed_s: t_run.elapsed().as_secs_f64(),
-                replaced: source.replaced(),
-            };
-            metrics.write(&record)?;
-            on_log(&TrainEvent::Step(&record));
-            (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
-        }
-        // Online k-NN monitor (eval/knn.rs) on rank 0, the other ranks waiting for it without a
-        // collective timeout; its time is kept out of the img/s window.
-        if let Some((m, on_knn)) = monitor.as_mut()
-            && ((done % spe == 0 && m.due(done / spe, config.optim.epochs)) || done == end)
-        {
-            let t = Instant::now();
-            dist.on_main("k-NN monitor", || {
-                let r = m.run(model.online_encoder(), step, epoch)?;
-                if let Some(metrics) = metrics.as_mut() {
-                    metrics.write_line(&r)?;
-                }
-                on_knn(&r);
-                Ok(())
-            })?;
-            t_window += t.elapsed();
-        }
-        let every = config.run.checkpoint_every;
-        if (every > 0 && done % every == 0) || done == end {
-            checkpoint = Some(if main {
-                let state = TrainState::new(config, done, spe, Some(l));
-                let keep = config.run.keep_checkpoints;
-                checkpoint::save(run_dir, model.as_ref(), &opt, &state, keep)?
-            } else {
-                checkpoint::dir_of(run_dir, done)
-            });
-            // No rank runs ahead of a checkpoint being written (a restart finds it complete).
-            dist.barrier()?;
-            saved_at = Some(done);
+impl<'a> Trainer<'a> {
+    /// A new run of `config` in `run_dir` (checkpoints, metrics.jsonl, config.toml,
+    /// backbone.safetensors), in this process alone, reporting nothing.
+    pub fn new(config: &'a Config, run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config,
+            setup: None,
+            run_dir: run_dir.into(),
+            start: RunStart::New,
+            adapt_threads: false,
+            monitor: None,
+            on_event: Box::new(|_| {}),
         }
     }
-    if main && end > start && saved_at == Some(end) {
-        checkpoint::export_backbone(model.as_ref(), &run_dir.join("backbone.safetensors"))?;
+
+    /// A new run, a resume, or an overwrite of the run in the run directory (default: new).
+    pub fn start(mut self, start: RunStart) -> Self {
+        self.start = start;
+        self
     }
-    Ok(TrainSummary {
-        start_step: start,
-        end_step: end.max(start),
-        losses,
-        checkpoint,
-        resumed_from: begun.from,
-        skipped_checkpoints: begun.skipped,
-        runtime: rt,
-    })
+
+    /// Runs as one rank of the multi-process run `setup` ([`Setup::join`] under `torchrun` or
+    /// `srun`) on the source's share of every global batch ([`crate::Config::batch_split`];
+    /// `optim.batch_size` is the global batch). Default: [`Setup::single`].
+    ///
+    /// Only rank 0 writes into the run directory, runs the monitor and reports events; its
+    /// [`TrainSummary`] holds the losses averaged over the ranks, as every rank's does. Every rank
+    /// passes the same monitor: rank 0 runs it while the others wait for it without a collective
+    /// timeout ([`Dist::on_main`]; the k-NN of a large bank may outlast `run.dist_timeout_s`).
+    pub fn setup(mut self, setup: &'a Setup) -> Self {
+        self.setup = Some(setup);
+        self
+    }
+
+    /// With `run.threads = 0` on the CPU, sets libtorch's intra-op threads every few seconds to
+    /// the cores other processes leave free (a spinning OpenMP pool sharing its cores collapses to
+    /// a quarter of its speed). The count is process-global: the `regioncl` binary turns this on;
+    /// a library user running other work in the process, and tests, leave it off (the default).
+    pub fn adapt_threads(mut self, on: bool) -> Self {
+        self.adapt_threads = on;
+        self
+    }
+
+    /// The online k-NN monitor (`eval/knn.rs`): at the epochs it is due and after the last step,
+    /// a [`KnnRecord`] line in `metrics.jsonl`, also passed to `on_record`.
+    pub fn monitor(
+        mut self,
+        monitor: &'a KnnMonitor,
+        on_record: impl FnMut(&KnnRecord) + 'a,
+    ) -> Self {
+        self.monitor = Some((monitor, Box::new(on_record)));
+        self
+    }
+
+    /// Called for every logged step and after a resume (on rank 0).
+    pub fn on_event(mut self, on_event: impl FnMut(&TrainEvent) + 'a) -> Self {
+        self.on_event = Box::new(on_event);
+        self
+    }
+
+    /// Trains on `source` (this rank's share of each batch).
+    ///
+    /// # Errors
+    /// [`Error::Loader`] (the loader's `Locked`) when another process trains into the run
+    /// directory; [`Error::RunDir`] when a new run finds it holding another; [`Error::NonFinite`]
+    /// when a loss is NaN or infinite (no checkpoint is written after the last good one);
+    /// [`Error::Dist`] when a peer dies or stalls past the timeout, or when rank 0 failed to
+    /// resume (its own error is in its log); config, I/O, data and libtorch errors, and the
+    /// monitor's data errors.
+    pub fn run(mut self, source: &mut dyn BatchSource) -> Result<TrainSummary> {
+        let single;
+        let setup = match self.setup {
+            Some(setup) => setup,
+            None => {
+                single = Setup::single(self.config)?;
+                &single
+            }
+        };
+        self.train(setup, source)
+    }
+
+    fn train(&mut self, setup: &Setup, source: &mut dyn BatchSource) -> Result<TrainSummary> {
+        let config = self.config;
+        let (rt, dist) = (setup.runtime, &setup.dist);
+        let main = dist.is_main();
+        let run_dir = self.run_dir.as_path();
+
+        let mut model = build_pretrainer(config, rt)?;
+        let mut opt = model.optimizer(config);
+        opt.set_dist(dist.clone());
+        // Rank 0 holds the run directory's lock until the run ends.
+        let (begun, _run_dir) = begin(config, dist, run_dir, self.start, model.as_mut(), &opt)?;
+        let start = begun.step;
+        if let (true, Some(from)) = (main, &begun.from) {
+            (self.on_event)(&TrainEvent::Resumed { from, step: start, skipped: &begun.skipped });
+        }
+
+        let spe = source.steps_per_epoch().max(1);
+        let total = config.optim.epochs.checked_mul(spe).ok_or_else(|| {
+            Error::config("optim.epochs", format!("{} epochs of {spe} steps", config.optim.epochs))
+        })?;
+        let schedule = LrSchedule::of(config, spe);
+        let end = match config.run.max_steps {
+            0 => total,
+            n => n.min(total),
+        };
+        source.seek(start)?;
+        let mut metrics = if main { Some(MetricsFile::open(run_dir, start)?) } else { None };
+        let batch = config.optim.batch_size as f64;
+        let t_run = Instant::now();
+        let (mut t_window, mut wait_window, mut steps_window) = (Instant::now(), 0.0f64, 0u64);
+        let mut losses = Vec::new();
+        let mut checkpoint = None;
+        let mut saved_at = None;
+        let on_cpu = !rt.device.is_cuda();
+        let mut governor = (self.adapt_threads && on_cpu && config.run.threads == 0)
+            .then(ThreadGovernor::start)
+            .flatten();
+
+        for step in start..end {
+            let t_wait = Instant::now();
+            let input = source.next_batch()?;
+            wait_window += t_wait.elapsed().as_secs_f64();
+            if input.step != step {
+                return Err(Error::Data(format!(
+                    "source gave step {} where {step} was due",
+                    input.step
+                )));
+            }
+            let epoch = step / spe;
+            let lr = schedule.at(step, epoch);
+            let at = Scheduled { lr, progress: step as f64 / total as f64 };
+            let l = mean_over_ranks(dist, model.step(input, &mut opt, at)?)?;
+            if !l.is_finite() {
+                return Err(Error::NonFinite {
+                    step,
+                    epoch,
+                    loss: l.loss,
+                    loss_inst: l.loss_inst,
+                    loss_region: l.loss_region,
+                });
+            }
+            losses.push((step, l));
+            steps_window += 1;
+            if let Some(governor) = governor.as_mut() {
+                governor.tick();
+            }
+
+            let done = step + 1;
+            if let Some(metrics) = metrics.as_mut()
+                && (done % config.run.log_every == 0 || done == end)
+            {
+                let dt = t_window.elapsed().as_secs_f64().max(1e-9);
+                let record = LogRecord {
+                    step,
+                    epoch,
+                    total_steps: end,
+                    loss: l.loss,
+                    loss_inst: l.loss_inst,
+                    loss_region: l.loss_region,
+                    loss_dense: l.loss_dense,
+                    lr,
+                    img_per_s: steps_window as f64 * batch / dt,
+                    data_wait: (wait_window / dt).min(1.0),
+                    elapsed_s: t_run.elapsed().as_secs_f64(),
+                    replaced: source.replaced(),
+                    threads: if on_cpu {
+                        u64::try_from(tch::get_num_threads()).unwrap_or(0)
+                    } else {
+                        0
+                    },
+                };
+                metrics.write(&record)?;
+                (self.on_event)(&TrainEvent::Step(&record));
+                (t_window, wait_window, steps_window) = (Instant::now(), 0.0, 0);
+            }
+            // Online k-NN monitor (eval/knn.rs) on rank 0, the other ranks waiting for it without a
+            // collective timeout; its time is kept out of the img/s window.
+            if let Some((m, on_knn)) = self.monitor.as_mut()
+                && ((done % spe == 0 && m.due(done / spe, config.optim.epochs)) || done == end)
+            {
+                let t = Instant::now();
+                dist.on_main("k-NN monitor", || {
+                    let r = m.run(model.online_encoder(), step, epoch)?;
+                    if let Some(metrics) = metrics.as_mut() {
+                        metrics.write_line(&r)?;
+                    }
+                    on_knn(&r);
+                    Ok(())
+                })?;
+                t_window += t.elapsed();
+            }
+            let every = config.run.checkpoint_every;
+            if (every > 0 && done % every == 0) || done == end {
+                checkpoint = Some(if main {
+                    let state = TrainState::new(config, done, spe, Some(l));
+                    let keep = config.run.keep_checkpoints;
+                    checkpoint::save(run_dir, model.as_ref(), &opt, &state, keep)?
+                } else {
+                    checkpoint::dir_of(run_dir, done)
+                });
+                // No rank runs ahead of a checkpoint being written (a restart finds it complete).
+                dist.barrier()?;
+                saved_at = Some(done);
+            }
+        }
+        if main && end > start && saved_at == Some(end) {
+            checkpoint::export_backbone(model.as_ref(), &run_dir.join("backbone.safetensors"))?;
+        }
+        Ok(TrainSummary {
+            start_step: start,
+            end_step: end.max(start),
+            losses,
+            checkpoint,
+            resumed_from: begun.from,
+            skipped_checkpoints: begun.skipped,
+            runtime: rt,
+        })
+    }
 }
 
 /// Where a run starts: step 0, or a checkpoint of its run directory.
@@ -311,17 +390,17 @@ struct Begun {
 fn begin(
     config: &Config,
     dist: &Dist,
-    opts: &TrainOptions,
+    run_dir: &Path,
+    start: RunStart,
     model: &mut dyn Pretrainer,
     opt: &Optimizer,
 ) -> Result<(Begun, Option<RunDir>)> {
-    let run_dir = opts.run_dir.as_path();
     let mut outcome = Ok((Begun::default(), None));
     if dist.is_main() {
         outcome = (|| {
-            let dir = RunDir::open(run_dir, opts.start)?;
+            let dir = RunDir::open(run_dir, start)?;
             write_config(run_dir, config)?;
-            let begun = match opts.start {
+            let begun = match start {
                 RunStart::Resume => resume(config, run_dir, model, opt)?,
                 _ => Begun::default(),
             };
@@ -512,14 +591,16 @@ mod tests {
         flip(newest.join("model.safetensors"));
         let config = cfg("6");
         let mut source = LoaderSource::new(&config).unwrap();
-        let opts = TrainOptions { run_dir: b.0.clone(), start: RunStart::Resume };
         let mut said = Vec::new();
-        let s = train(&config, &mut source, &opts, &mut |e| {
-            if let TrainEvent::Resumed { from, step, skipped } = e {
-                said.push((from.to_path_buf(), *step, skipped.len()));
-            }
-        })
-        .unwrap();
+        let s = Trainer::new(&config, &b.0)
+            .start(RunStart::Resume)
+            .on_event(|e| {
+                if let TrainEvent::Resumed { from, step, skipped } = e {
+                    said.push((from.to_path_buf(), *step, skipped.len()));
+                }
+            })
+            .run(&mut source)
+            .unwrap();
         assert_eq!(said, [(checkpoint::dir_of(&b.0, 3), 3, 1)]);
         assert_eq!(s.skipped_checkpoints.len(), 1);
         assert_eq!(s.skipped_checkpoints[0].dir, newest);
@@ -563,8 +644,7 @@ mod tests {
         let dir = TempDir::new("nan");
         let config = tiny(&["run.max_steps=8", "run.checkpoint_every=2"]);
         let mut source = Poisoned { inner: LoaderSource::new(&config).unwrap(), at: 5 };
-        let opts = TrainOptions { run_dir: dir.0.clone(), start: RunStart::New };
-        let err = train(&config, &mut source, &opts, &mut |_| {}).unwrap_err();
+        let err = Trainer::new(&config, &dir.0).run(&mut source).unwrap_err();
         assert!(matches!(err, Error::NonFinite { step: 5, .. }), "{err}");
         assert!(err.to_string().contains("non-finite loss at step 5"), "{err}");
         let latest = checkpoint::latest(&dir.0).unwrap().unwrap();

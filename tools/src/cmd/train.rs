@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
     BatchSource, Config, DataSource, EvalView, KnnMonitor, KnnRecord, LoaderSource, RankShare,
-    RunStart, Setup, SyntheticSource, TrainEvent, TrainOptions, train_distributed,
+    RunStart, Setup, SyntheticSource, TrainEvent, Trainer,
 };
 
 /// Arguments of `regioncl train`.
@@ -72,6 +72,21 @@ pub(crate) fn open_source(config: &Config, share: RankShare) -> Result<Box<dyn B
     })
 }
 
+/// Prints a training's progress line, or what its resume skipped and where it resumed, each line
+/// prefixed with `prefix`.
+pub(crate) fn print_event(prefix: &str, event: &TrainEvent) {
+    match event {
+        TrainEvent::Step(r) => errln!("{prefix}{}", r.progress_line()),
+        TrainEvent::Resumed { from, step, skipped } => {
+            for s in *skipped {
+                errln!("{prefix}resume: skipping {}: {}", s.dir.display(), s.error);
+            }
+            errln!("{prefix}resumed from {} (step {step})", from.display());
+        }
+        _ => {}
+    }
+}
+
 /// Runs the training.
 pub fn run(args: TrainArgs) -> Result<()> {
     // Its errors name the file and the key.
@@ -106,7 +121,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (_, true) => RunStart::Overwrite,
         _ => RunStart::New,
     };
-    let opts = TrainOptions { run_dir: args.out.clone(), start };
     // The k-NN monitor (eval/knn.rs), when asked for: every rank knows it, rank 0 runs it.
     let monitor = match (&args.knn_train, &args.knn_test) {
         (Some(train), Some(test)) => {
@@ -115,29 +129,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         _ => None,
     };
-    let mut on_knn = |r: &KnnRecord| {
+    let on_knn = |r: &KnnRecord| {
         let accs: Vec<String> =
             r.knn.iter().map(|a| format!("k={} {:.2}%", a.k, 100.0 * a.top1)).collect();
         errln!("k-NN top-1 after epoch {}: {} ({:.1}s)", r.epoch, accs.join(", "), r.eval_s);
     };
-    let summary = train_distributed(
-        &config,
-        &setup,
-        source.as_mut(),
-        &opts,
-        monitor.as_ref().map(|m| (m, &mut on_knn as &mut dyn FnMut(&KnnRecord))),
-        &mut |event| match event {
-            TrainEvent::Step(r) => errln!("{}", r.progress_line()),
-            TrainEvent::Resumed { from, step, skipped } => {
-                for s in *skipped {
-                    errln!("resume: skipping {}: {}", s.dir.display(), s.error);
-                }
-                errln!("resumed from {} (step {step})", from.display());
-            }
-            _ => {}
-        },
-    )
-    .with_context(|| format!("training ({})", dist.describe()))?;
+    let mut trainer = Trainer::new(&config, &args.out)
+        .start(start)
+        .setup(&setup)
+        .adapt_threads(true)
+        .on_event(|event| print_event("", event));
+    if let Some(monitor) = &monitor {
+        trainer = trainer.monitor(monitor, on_knn);
+    }
+    let summary =
+        trainer.run(source.as_mut()).with_context(|| format!("training ({})", dist.describe()))?;
     dist.shutdown().context("leaving the run")?;
     if !main {
         return Ok(());

@@ -114,7 +114,9 @@ pub struct RunConfig {
     pub keep_checkpoints: u64,
     /// Stop after this many global steps (0 = run every epoch).
     pub max_steps: u64,
-    /// libtorch intra-op threads (0 = libtorch's default).
+    /// libtorch intra-op threads. 0: libtorch's default (one per core), which `regioncl train`
+    /// on the CPU lowers, while other processes take cores, to the cores they leave free
+    /// ([`crate::Trainer::adapt_threads`]); N: exactly N, for bit-identical reruns.
     pub threads: i64,
     /// Collective library of a multi-process run (`torchrun`, `srun`): `auto` (NCCL on CUDA, Gloo
     /// on the CPU), `nccl` or `gloo`. A single process has none.

@@ -18,7 +18,7 @@
 //! - rank 0 alone running something long (the k-NN monitor) while the others wait for it through
 //!   the store, without a collective timeout ([`Dist::on_main`]).
 //!
-//! [`crate::train_distributed`] wires them into training (`regioncl train` under `torchrun` or
+//! [`crate::Trainer::setup`] wires them into training (`regioncl train` under `torchrun` or
 //! `srun`): each rank reads its [`crate::RankShare`] of every global batch, rank 0 alone writes.
 //!
 //! On NCCL a collective does not block the host: it is ordered on the current CUDA stream, as in

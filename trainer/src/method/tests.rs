@@ -18,7 +18,7 @@ use crate::run_dir::RunStart;
 use crate::runtime::{Runtime, test_runtimes};
 use crate::shim::{AutocastGuard, is_channels_last};
 use crate::source::{LoaderSource, SyntheticSource};
-use crate::train::{TrainOptions, TrainSummary, train};
+use crate::train::{TrainSummary, Trainer};
 
 /// The overrides that put a train-loop test in bf16 with channels_last, on the CPU.
 pub(crate) const BF16_CPU: [&str; 2] = ["run.precision=bf16", "run.channels_last=true"];
@@ -117,8 +117,7 @@ impl Drop for TempDir {
 pub(crate) fn run(config: &Config, dir: &Path, resume: bool) -> Result<TrainSummary> {
     let mut source = LoaderSource::new(config)?;
     let start = if resume { RunStart::Resume } else { RunStart::New };
-    let opts = TrainOptions { run_dir: dir.to_path_buf(), start };
-    train(config, &mut source, &opts, &mut |_| {})
+    Trainer::new(config, dir).start(start).run(&mut source)
 }
 
 /// Runs 60 steps (with the overrides `extra`); returns the mean total loss over `early` and over

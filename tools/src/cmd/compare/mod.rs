@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use regioncl_trainer::{
     Config, EvalSet, EvalView, FeatureSource, KnnConfig, LinearConfig, Method, RankShare, RunStart,
-    TrainEvent, TrainOptions, encode, knn_accuracy, linear_probe_features, load_encoder, train,
+    Trainer, encode, knn_accuracy, linear_probe_features, load_encoder,
 };
 use tch::Device;
 
@@ -210,18 +210,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
 /// Trains (or resumes) one run into `dir`; returns its step count.
 fn pretrain(config: &Config, dir: &Path, tag: &str) -> Result<u64> {
     let mut source = super::train::open_source(config, RankShare::WHOLE)?;
-    let opts = TrainOptions { run_dir: dir.to_path_buf(), start: RunStart::Resume };
-    let summary = train(config, source.as_mut(), &opts, &mut |event| match event {
-        TrainEvent::Step(r) => errln!("{tag}: {}", r.progress_line()),
-        TrainEvent::Resumed { from, step, skipped } => {
-            for s in *skipped {
-                errln!("{tag}: resume: skipping {}: {}", s.dir.display(), s.error);
-            }
-            errln!("{tag}: resumed from {} (step {step})", from.display());
-        }
-        _ => {}
-    })
-    .with_context(|| format!("training {}", dir.display()))?;
+    let prefix = format!("{tag}: ");
+    let summary = Trainer::new(config, dir)
+        .start(RunStart::Resume)
+        .adapt_threads(true)
+        .on_event(|event| super::train::print_event(&prefix, event))
+        .run(source.as_mut())
+        .with_context(|| format!("training {}", dir.display()))?;
     Ok(summary.end_step)
 }
 
