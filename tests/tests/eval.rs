@@ -3,6 +3,7 @@
 //! PNGs, batch-size invariance of the features (pipeline batches vs the tail rendered outside the
 //! pipeline), and both evaluations of a checkpoint next to a randomly initialised network.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -187,33 +188,37 @@ pub fn tiny_run(dir: &Path) -> PathBuf {
     run
 }
 
+/// `regioncl eval COMMAND --checkpoint RUN --train ... --test ...` on the Fashion-MNIST shards with 2
+/// loader threads and `extra`; its stdout.
+fn eval_checkpoint(command: &str, run: &Path, extra: &[&dyn AsRef<OsStr>]) -> String {
+    let (_, train, test) = fashion_mnist();
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
+        &"eval",
+        &command,
+        &"--checkpoint",
+        &run,
+        &"--train",
+        train,
+        &"--test",
+        test,
+        &"--threads",
+        &"2",
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args)
+}
+
 /// `eval knn` and `eval linear` of a checkpoint and of a random network of its architecture: sane
 /// accuracies, the linear probe's schedule and report.
 #[test]
 fn knn_and_linear_on_a_checkpoint() {
-    let (_, train, test) = fashion_mnist();
     let dir = TempDir::new("eval-ckpt");
     let run = tiny_run(dir.path());
     for (tag, extra) in [("learned", None), ("random", Some("--random-init"))] {
         let out = dir.path().join(format!("{tag}.json"));
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"eval",
-            &"knn",
-            &"--checkpoint",
-            &run,
-            &"--train",
-            train,
-            &"--test",
-            test,
-            &"--threads",
-            &"2",
-            &"--json",
-            &out,
-        ];
-        if let Some(e) = &extra {
-            args.push(e);
-        }
-        let stdout = run_ok(&args);
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"--json", &out];
+        args.extend(extra.as_ref().map(|e| e as &dyn AsRef<OsStr>));
+        let stdout = eval_checkpoint("knn", &run, &args);
         assert!(stdout.contains("k=20") && stdout.contains("k=200"), "{stdout}");
         let v = json(&out);
         assert_eq!(v["dim"].as_u64(), Some(64), "width 8 ResNet-18: 8 * 8 channels");
@@ -222,25 +227,11 @@ fn knn_and_linear_on_a_checkpoint() {
         }
     }
     let out = dir.path().join("linear.json");
-    let stdout = run_ok(&[
-        &"eval",
-        &"linear",
-        &"--checkpoint",
+    let stdout = eval_checkpoint(
+        "linear",
         &run,
-        &"--train",
-        train,
-        &"--test",
-        test,
-        &"--epochs",
-        &"5",
-        &"--no-aug",
-        &"--batch",
-        &"64",
-        &"--threads",
-        &"2",
-        &"--json",
-        &out,
-    ]);
+        &[&"--epochs", &"5", &"--no-aug", &"--batch", &"64", &"--json", &out],
+    );
     assert!(stdout.contains("best top-1"), "{stdout}");
     let v = json(&out);
     let epochs = v["report"]["epochs"].as_array().expect("epochs");
@@ -252,22 +243,7 @@ fn knn_and_linear_on_a_checkpoint() {
     // Chance is 0.1; a 4-step network probed for 45 steps on 600 images is far from converged.
     assert!(best > 0.25, "linear probe best top-1 {best}");
     // With augmentation (RandomResizedCrop + flip through the loader): one epoch runs.
-    run_ok(&[
-        &"eval",
-        &"linear",
-        &"--checkpoint",
-        &run,
-        &"--train",
-        train,
-        &"--test",
-        test,
-        &"--epochs",
-        &"1",
-        &"--batch",
-        &"64",
-        &"--threads",
-        &"2",
-    ]);
+    eval_checkpoint("linear", &run, &[&"--epochs", &"1", &"--batch", &"64"]);
 }
 
 /// Trains `config` with `sets` for two steps into `dir/name`, then evaluates the checkpoint (k-NN,
@@ -280,32 +256,17 @@ fn train_evaluate_export(
     sets: &[&str],
     format: &str,
 ) -> Vec<(String, Tensor)> {
-    let (_, train, test) = fashion_mnist();
     let run = dir.join(name);
     let sets: Vec<&str> = sets.iter().copied().chain(["run.max_steps=2"]).collect();
     train_ok(&workspace().join("configs").join(config), &run, &sets);
-    let common: [&dyn AsRef<std::ffi::OsStr>; 9] = [
-        &"--checkpoint",
-        &run,
-        &"--train",
-        train,
-        &"--test",
-        test,
-        &"--threads",
-        &"2",
-        &"--batch=200",
-    ];
     for extra in [None, Some("--random-init")] {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"eval", &"knn", &"--k", &"20"];
-        args.extend(common);
-        args.extend(extra.as_ref().map(|e| e as &dyn AsRef<std::ffi::OsStr>));
-        let stdout = run_ok(&args);
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"--k", &"20", &"--batch=200"];
+        args.extend(extra.as_ref().map(|e| e as &dyn AsRef<OsStr>));
+        let stdout = eval_checkpoint("knn", &run, &args);
         assert!(stdout.contains("k=20"), "{name} {extra:?}: {stdout}");
     }
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        vec![&"eval", &"linear", &"--epochs", &"1", &"--no-aug"];
-    args.extend(common);
-    assert!(run_ok(&args).contains("best top-1"), "{name}: linear");
+    let args: [&dyn AsRef<OsStr>; 4] = [&"--epochs", &"1", &"--no-aug", &"--batch=200"];
+    assert!(eval_checkpoint("linear", &run, &args).contains("best top-1"), "{name}: linear");
     let out = dir.join(format!("{name}.safetensors"));
     run_ok(&[&"export", &run, &"--to", &format, &"--out", &out]);
     Tensor::read_safetensors(&out).expect("exported file")

@@ -1,6 +1,7 @@
 //! The schema of where and how a run trains: the data, the view augmentation, the device,
 //! precision, logging, checkpoints and the multi-process run, as plain data.
 
+use regioncl_augment::ViewSpec;
 use serde::{Deserialize, Serialize};
 
 /// Where batches come from.
@@ -152,24 +153,33 @@ impl Default for DataConfig {
     }
 }
 
+/// MoCo v2's recipe: the loader's [`ViewSpec::mocov2`], each value the decimal it is written as
+/// there (0.4, not the f64 nearest to the f32 0.4), so a config file shows the recipe's own
+/// numbers and resumes of runs saved with them compare equal.
 impl Default for AugmentConfig {
     fn default() -> Self {
+        let v = ViewSpec::mocov2(224);
         Self {
-            crop_scale_min: 0.2,
-            jitter_p: 0.8,
-            brightness: 0.4,
-            contrast: 0.4,
-            saturation: 0.4,
-            hue: 0.1,
-            grayscale_p: 0.2,
-            blur_p: 0.5,
-            blur_sigma_min: 0.1,
-            blur_sigma_max: 2.0,
-            solarize_p: 0.0,
-            flip_p: 0.5,
+            crop_scale_min: decimal(v.scale.0),
+            jitter_p: decimal(v.jitter_p),
+            brightness: decimal(v.brightness),
+            contrast: decimal(v.contrast),
+            saturation: decimal(v.saturation),
+            hue: decimal(v.hue),
+            grayscale_p: decimal(v.grayscale_p),
+            blur_p: decimal(v.blur_p),
+            blur_sigma_min: decimal(v.blur_sigma.0),
+            blur_sigma_max: decimal(v.blur_sigma.1),
+            solarize_p: decimal(v.solarize_p),
+            flip_p: decimal(v.flip_p),
             asymmetric: false,
         }
     }
+}
+
+/// The f64 of the shortest decimal that reads back as `x` (`0.4f32` -> `0.4`).
+fn decimal(x: f32) -> f64 {
+    x.to_string().parse().expect("a float's own digits parse")
 }
 
 impl Default for RunConfig {
@@ -187,5 +197,37 @@ impl Default for RunConfig {
             dist_backend: DistBackend::Auto,
             dist_timeout_s: 1800,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default recipe is the loader's MoCo v2 recipe, in the decimals written there.
+    #[test]
+    fn augment_defaults_are_the_loaders_mocov2_recipe() {
+        let a = AugmentConfig::default();
+        let v = ViewSpec::mocov2(224);
+        let pairs = [
+            (a.crop_scale_min, v.scale.0),
+            (a.jitter_p, v.jitter_p),
+            (a.brightness, v.brightness),
+            (a.contrast, v.contrast),
+            (a.saturation, v.saturation),
+            (a.hue, v.hue),
+            (a.grayscale_p, v.grayscale_p),
+            (a.blur_p, v.blur_p),
+            (a.blur_sigma_min, v.blur_sigma.0),
+            (a.blur_sigma_max, v.blur_sigma.1),
+            (a.solarize_p, v.solarize_p),
+            (a.flip_p, v.flip_p),
+        ];
+        for (ours, theirs) in pairs {
+            assert_eq!(ours as f32, theirs);
+        }
+        assert_eq!(a.brightness.to_bits(), 0.4f64.to_bits(), "the decimal, not 0.4f32 widened");
+        assert_eq!(decimal(0.1), 0.1);
+        assert_eq!(decimal(2.0), 2.0);
     }
 }
