@@ -63,53 +63,44 @@ mod swap;
 mod threads;
 mod train;
 
-pub use crate::bn::{BatchNorm2d, BnMode};
-pub use crate::checkpoint::{TrainState, Versions, export_backbone, latest as latest_checkpoint};
+pub use crate::bn::BnMode;
+pub use crate::checkpoint::{export_backbone, latest as latest_checkpoint};
 pub use crate::config::{
     Arch, AugmentConfig, BatchSplit, Config, DataConfig, DataSource, DenseClConfig, DeviceChoice,
     DistBackend, InitScheme, LrScaling, LrUpdate, Method, MobyConfig, MocoConfig, ModelConfig,
     OptimConfig, OptimizerKind, Precision, RegionConfig, RegionTerms, RunConfig, SimSiamConfig,
     SplitBnImpl, Stem, SwapSampler,
 };
-pub use crate::dist::{
-    BnParams, Dist, DistHandle, DistOptions, Launch, Launcher, first_host, sync_batch_norm,
-};
+pub use crate::dist::{BnParams, Dist, DistHandle, DistOptions, Launch, Launcher, sync_batch_norm};
 pub use crate::error::{Error, Result};
 pub use crate::eval::{
     EvalSet, EvalView, FeatureSource, Features, KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord,
-    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, encode, few_shot_subset, knn_accuracy,
-    linear_probe, linear_probe_features, load_encoder, pixel_features, random_encoder,
-    resolve_checkpoint,
+    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, encode, knn_accuracy, linear_probe,
+    linear_probe_features, load_encoder, pixel_features, random_encoder, resolve_checkpoint,
 };
 pub use crate::export::{ExportFormat, Exported, export};
-pub use crate::gpu_augment::{ColourOptions, colour_batch};
+
 pub use crate::input::{BatchSource, StepInput};
-pub use crate::loss::{
-    RegionPredictions, RegionQueries, dense_correspondence, dense_loss, info_nce, instance_loss,
-    negative_cosine, region_loss, region_positive_loss, simsiam_loss,
-};
+
 pub use crate::memory::PeakMemory;
 pub use crate::method::{
-    DenseContrast, Moby, MomentumContrast, MomentumEncoders, Pretrainer, Scheduled, SimSiam,
-    StepLosses, build_pretrainer, moby_loss, moby_momentum,
+    Moby, MomentumContrast, Pretrainer, Scheduled, SimSiam, StepLosses, build_pretrainer,
 };
 pub use crate::metrics::{LogRecord, RunLog, read_metrics};
 pub use crate::model::{
-    BackboneSpec, DenseHead, DropPath, Encoder, HeadSpec, MobyMlp, MobyPredictor, Predictor,
-    Projector, ResNet, ResNetSpec, SimSiamProjector, Swin, SwinSpec, Vit, VitSpec, l2_normalize,
+    BackboneSpec, DropPath, Encoder, HeadSpec, MobyPredictor, Predictor, Projector, ResNet,
+    ResNetSpec, Swin, SwinSpec, Vit, VitSpec,
 };
-pub use crate::optim::{Optimizer, ParamGroup, Rule};
-pub use crate::params::{Named, ParamStore};
-pub use crate::queue::Queue;
-pub use crate::run_dir::{RUN_ENTRIES, RunStart};
+pub use crate::optim::Optimizer;
+pub use crate::params::ParamStore;
+pub use crate::run_dir::RunStart;
 pub use crate::runtime::Runtime;
-pub use crate::schedule::{LrSchedule, cosine_lr};
+
 pub use crate::setup::Setup;
-pub use crate::shim::{
-    AutocastGuard, autocast_enabled, empty_pinned, is_channels_last, is_pinned, to_channels_last,
-};
-pub use crate::source::{LoaderSource, PinnedAllocator, RankShare, SyntheticSource, data_root};
-pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox, composite, mask_pool};
+pub use crate::shim::{empty_pinned, is_channels_last, is_pinned, to_channels_last};
+pub use crate::source::{LoaderSource, RankShare, SyntheticSource};
+pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
+
 pub use crate::train::{SkippedCheckpoint, TrainEvent, TrainSummary, Trainer};
 
 /// Whether CUDA is usable in this process.

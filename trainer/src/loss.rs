@@ -8,7 +8,7 @@
 mod cosine;
 mod dense;
 
-pub use cosine::{RegionPredictions, negative_cosine, region_positive_loss, simsiam_loss};
+pub use cosine::{RegionPredictions, region_positive_loss, simsiam_loss};
 pub use dense::{dense_correspondence, dense_loss};
 
 use tch::{Kind, Tensor};

@@ -20,8 +20,8 @@ pub enum RunStart {
     /// Continue the run in the directory from its newest intact checkpoint (from step 0 when it
     /// has none).
     Resume,
-    /// Replace the run in the directory: what regioncl wrote there ([`RUN_ENTRIES`]) is deleted
-    /// first; other files are left alone.
+    /// Replace the run in the directory: what regioncl wrote there (config.toml, metrics.jsonl,
+    /// checkpoints, backbone.safetensors, plots) is deleted first; other files are left alone.
     Overwrite,
 }
 

@@ -58,7 +58,7 @@ pub enum TrainEvent<'a> {
     Step(&'a LogRecord),
 }
 
-/// What a call to [`train`] did.
+/// What a [`Trainer::run`] did.
 #[derive(Debug)]
 pub struct TrainSummary {
     /// The step it started at (0, or the resumed checkpoint's).

@@ -55,7 +55,7 @@ mod ffi;
 mod launch;
 mod sync_bn;
 
-pub use launch::{Launch, Launcher, first_host};
+pub use launch::{Launch, Launcher};
 pub use sync_bn::{BnParams, sync_batch_norm};
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -63,7 +63,8 @@ pub struct LinearConfig {
     pub view: EvalView,
     /// Seed of the fc init, the epoch orders and the crops.
     pub seed: u64,
-    /// Train on this fraction of the labels ([`few_shot_subset`]); `None` = every label.
+    /// Train on this fraction of the labels: a class-balanced subset (at least one image per
+    /// class) drawn from `subset_seed`, the same for every checkpoint; `None` = every label.
     pub labels_fraction: Option<f64>,
     /// Seed of the few-shot subset (independent of the method, so comparisons share it).
     pub subset_seed: u64,

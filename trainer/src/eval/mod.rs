@@ -39,6 +39,5 @@ pub use encoder::{load_encoder, random_encoder, resolve_checkpoint};
 pub use features::{FeatureSource, Features, encode, pixel_features};
 pub use knn::{KnnAccuracy, KnnConfig, KnnMonitor, KnnRecord, knn_accuracy};
 pub use linear::{
-    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, few_shot_subset, linear_probe,
-    linear_probe_features,
+    LinearConfig, LinearEpoch, LinearReport, ProbeSchedule, linear_probe, linear_probe_features,
 };

@@ -27,7 +27,7 @@ pub(crate) use moby::tests as moby_tests;
 pub(crate) mod tests;
 
 pub use densecl::DenseContrast;
-pub use moby::{Moby, moby_loss, moby_momentum};
+pub use moby::Moby;
 pub use momentum::MomentumEncoders;
 pub use regionclm::MomentumContrast;
 pub use simsiam::SimSiam;

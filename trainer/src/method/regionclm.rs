@@ -73,7 +73,7 @@ impl MomentumContrast {
 
     /// Keys of the (colour-augmented) key view through the key encoder, with shuffle-BN: a keyed
     /// random permutation before the forward, its inverse after
-    /// ([`MomentumEncoders::key_forward`]). The keys of every rank, in rank order.
+    /// (the momentum encoders' key forward). The keys of every rank, in rank order.
     ///
     /// # Shapes
     /// `im_k: [B, 3, H, W]` -> `[world * B, dim]` unit rows (fp32).

@@ -88,8 +88,9 @@ impl std::fmt::Debug for LoaderSource {
 
 impl LoaderSource {
     /// Opens `config.data.source` (`photos` or `shards`) and plans the config's recipe: two views
-    /// of [`crate::source::view_specs`] with colour left to the trainer, the swap box (RegionCL)
-    /// with the pairing inside the BN groups ([`Config::bn_groups`]), a fresh shuffle per epoch,
+    /// of the config's recipe (`augment`; BYOL's asymmetric pair with `augment.asymmetric`) with
+    /// colour left to the trainer, the swap box (RegionCL) with the pairing inside the BN groups
+    /// ([`Config::batch_split`]), a fresh shuffle per epoch,
     /// drop_last, epochs cut to `data.steps_per_epoch` when it is set.
     ///
     /// # Errors

@@ -7,7 +7,7 @@ mod loader;
 mod pinned;
 mod synthetic;
 
-pub use loader::{LoaderSource, data_root};
+pub use loader::LoaderSource;
 pub use pinned::PinnedAllocator;
 pub use synthetic::SyntheticSource;
 
