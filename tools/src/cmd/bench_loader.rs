@@ -23,6 +23,9 @@ pub enum RecipeName {
     Mocov2,
     /// 2 x size + 6 x 96 px views (multi-crop), geometry only.
     MultiCrop,
+    /// One evaluation view: Resize(round(size * 256 / 224)) + CenterCrop(size), u8 out, rendered
+    /// as torchvision's exact window from a full-scale decode.
+    Eval,
 }
 
 /// Arguments of `regioncl bench loader`.
@@ -94,6 +97,9 @@ fn recipe(name: RecipeName, size: u32) -> Recipe {
             Recipe { views: vec![ViewSpec::geometry_only(size); 2], ..Recipe::mocov2(size) }
         }
         RecipeName::Mocov2 => Recipe { color_on: ColorOn::Cpu, ..Recipe::mocov2(size) },
+        RecipeName::Eval => {
+            Recipe::eval_center((f64::from(size) * 256.0 / 224.0).round() as u32, size)
+        }
         RecipeName::MultiCrop => {
             // DINO's 2 + 6 crops and scales (global views at `size`), geometry only, bilinear.
             let mut r = Recipe::dino(2, 6);
@@ -202,7 +208,8 @@ fn torchvision(args: &BenchLoaderArgs, threads: usize) -> Result<f64> {
     let recipe = match args.recipe {
         RecipeName::Geometry => "geometry",
         RecipeName::Mocov2 => "mocov2",
-        RecipeName::MultiCrop => bail!("the torchvision baseline covers geometry and mocov2"),
+        RecipeName::Eval => "eval",
+        RecipeName::MultiCrop => bail!("the torchvision baseline covers geometry, mocov2 and eval"),
     };
     let python = crate::cmd::venv_python()?;
     let script = crate::cmd::repo_file("scripts/bench_loader_torch.py")?;
