@@ -240,7 +240,9 @@ fn a_dead_rank_fails_the_other() {
     assert!(waited < Duration::from_secs(50), "rank 0 took {waited:?} to fail:\n{e0}");
 }
 
-/// The venv's `torchrun` (elastic agent, agent store) launches `regioncl train` unchanged.
+/// The venv's `torchrun` (elastic agent, agent store) launches `regioncl train` unchanged: two
+/// processes, and a group of one with a named backend (issue 14: the group of one looked for the
+/// agent's store on the default port and hung until the collective timeout).
 #[test]
 fn torchrun_launches_regioncl_train() {
     let torchrun = workspace().join(".venv/bin/torchrun");
@@ -249,18 +251,24 @@ fn torchrun_launches_regioncl_train() {
         return;
     }
     let dir = TempDir::new("dist-torchrun");
-    let out = dir.path().join("run");
-    let mut cmd = clean_command(&torchrun);
-    cmd.args(["--no-python", "--nproc-per-node", "2", "--master-port"])
-        .arg(free_port().to_string())
-        .arg(regioncl())
-        .args(train_args(&out, &["run.max_steps=3", "run.checkpoint_every=0"], false));
-    let outs = wait_all(vec![cmd.spawn().expect("spawn torchrun")], DEADLINE);
-    assert!(outs[0].status.success(), "torchrun failed:\n{}", describe(&outs));
-    let err = String::from_utf8_lossy(&outs[0].stderr);
-    assert!(err.contains("rank 0/2") && err.contains("rank 1/2"), "{err}");
-    assert_eq!(losses(&out).len(), 3);
-    assert_eq!(checkpoints(&out), ["step-00000003"]);
+    for (nproc, backend) in [(2, "auto"), (1, "gloo")] {
+        let out = dir.path().join(format!("run-{nproc}"));
+        let backend = format!("run.dist_backend={backend}");
+        let sets = ["run.max_steps=3", "run.checkpoint_every=0", &backend];
+        let mut cmd = clean_command(&torchrun);
+        cmd.args(["--no-python", "--nproc-per-node", &nproc.to_string(), "--master-port"])
+            .arg(free_port().to_string())
+            .arg(regioncl())
+            .args(train_args(&out, &sets, false));
+        let outs = wait_all(vec![cmd.spawn().expect("spawn torchrun")], DEADLINE);
+        assert!(outs[0].status.success(), "torchrun failed:\n{}", describe(&outs));
+        let err = String::from_utf8_lossy(&outs[0].stderr);
+        for rank in 0..nproc {
+            assert!(err.contains(&format!("rank {rank}/{nproc}")), "{err}");
+        }
+        assert_eq!(losses(&out).len(), 3);
+        assert_eq!(checkpoints(&out), ["step-00000003"]);
+    }
 }
 
 /// Two "nodes" of one process each, meeting through torchrun's c10d rendezvous (`--nnodes 2

@@ -128,6 +128,12 @@ impl Launch {
                 })?;
             } else {
                 l.local_rank = num("LOCAL_RANK")?.unwrap_or(0) as usize;
+                // A launched group of one (a named `run.dist_backend`) meets torchrun's agent
+                // store where MASTER_ADDR:MASTER_PORT say, as a larger world does.
+                if let Some(addr) = var("MASTER_ADDR") {
+                    l.master_addr = addr;
+                }
+                l.master_port = port(l.master_port)?;
             }
             l.agent_store = var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True");
             l.restart = num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0);
@@ -249,6 +255,27 @@ mod tests {
         assert_eq!((l.master_addr.as_str(), l.master_port), ("node7", 29400));
         assert!(l.agent_store);
         assert_eq!(l.restart, 2);
+    }
+
+    /// `torchrun --nproc-per-node 1` with a named backend: the group of one connects to the
+    /// agent's store at MASTER_ADDR:MASTER_PORT (it waited for the default port until the
+    /// collective timeout).
+    #[test]
+    fn torchrun_group_of_one_meets_the_agent_store() {
+        let l = launch(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", "10.1.2.3"),
+            ("MASTER_PORT", "29733"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ])
+        .unwrap();
+        assert_eq!((l.launcher, l.world), (Launcher::Torchrun, 1));
+        assert_eq!((l.master_addr.as_str(), l.master_port), ("10.1.2.3", 29733));
+        assert!(l.agent_store);
+        let l = launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap();
+        assert_eq!((l.master_addr.as_str(), l.master_port), ("127.0.0.1", DEFAULT_PORT));
     }
 
     #[test]
