@@ -13,7 +13,7 @@ use regioncl_augment::ViewParams;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::swap::{Pairing, SwapBox};
+use crate::swap::Pairing;
 
 /// One step's input.
 pub struct StepInput {
@@ -30,7 +30,7 @@ pub struct StepInput {
     /// the resize); if false the trainer flips on the device.
     pub flipped: bool,
     /// The swap box of this step (RegionCL only).
-    pub swap: Option<SwapBox>,
+    pub swap: Option<regioncl_loader::SwapBox>,
     /// The pairing (RegionCL only).
     pub pairing: Option<Pairing>,
     /// Anything that must live until the step is done with the pixel memory (the loader's batch,

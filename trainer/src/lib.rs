@@ -30,7 +30,7 @@
 //!
 //! A batch source (the loader's adapter) implements [`BatchSource`], handing over per step a
 //! [`StepInput`]: per view a u8 `[B, H, W, 3]` tensor (pinned host memory from [`empty_pinned`]
-//! for asynchronous copies), the per-sample [`regioncl_augment::ViewParams`], the [`SwapBox`] and
+//! for asynchronous copies), the per-sample [`regioncl_augment::ViewParams`], the loader's [`regioncl_loader::SwapBox`] and
 //! the [`Pairing`].
 
 mod bn;
@@ -99,7 +99,7 @@ pub use crate::runtime::Runtime;
 pub use crate::setup::Setup;
 pub use crate::shim::{empty_pinned, is_channels_last, is_pinned, to_channels_last};
 pub use crate::source::{LoaderSource, RankShare, SyntheticSource};
-pub use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
+pub use crate::swap::Pairing;
 
 pub use crate::train::{SkippedCheckpoint, TrainEvent, TrainSummary, Trainer};
 

@@ -1,98 +1,46 @@
-//! Region swapping (docs/method.md 3; paper Section 3.1): the box, the pairing, the composite of
-//! the query view, and mask pooling on the feature map.
+//! Region swapping (docs/method.md 3; paper Section 3.1) on tensors: the pairing, the composite of
+//! the query view, and mask pooling on the feature map, for the loader's [`SwapBox`].
 //!
-//! A swap box has two faces: the **pixel box** copied between images and the **feature box** (grid
-//! cells of the backbone's stride-R map) pooled as the paste region. With the loader's
-//! [`regioncl_loader::SwapSampler::Aligned`] sampler they coincide (`pixel = R * cells`); with
-//! [`regioncl_loader::SwapSampler::Official`] (the released code, with its off-by-one clamp) the
-//! pixel box can start 31 px after the feature box. Both are carried, so any plan of the loader's
-//! is representable.
+//! A swap box has two faces: the **pixel box** (`pixels`) copied between images and the **feature
+//! box** (`grid`, cells of the backbone's stride-R map) pooled as the paste region. With the
+//! loader's [`regioncl_loader::SwapSampler::Aligned`] sampler they coincide (`pixels = R * grid`);
+//! with [`regioncl_loader::SwapSampler::Official`] (the released code, with its off-by-one clamp)
+//! the pixel box can start 31 px after the feature box. Both are carried, so any plan of the
+//! loader's is representable.
 
+use regioncl_augment::Rect;
+use regioncl_loader::SwapBox;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-/// A box in feature-grid cells: columns `[x0, x0 + w)`, rows `[y0, y0 + h)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CellBox {
-    /// First column.
-    pub x0: i64,
-    /// First row.
-    pub y0: i64,
-    /// Width in cells.
-    pub w: i64,
-    /// Height in cells.
-    pub h: i64,
-}
-
-/// A box in pixels: columns `[x, x + w)`, rows `[y, y + h)`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PixelBox {
-    /// Left column.
-    pub x: i64,
-    /// Top row.
-    pub y: i64,
-    /// Width.
-    pub w: i64,
-    /// Height.
-    pub h: i64,
-}
-
-/// One swap box for the whole batch: what is pasted and what is pooled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SwapBox {
-    /// Pixels copied from the partner image.
-    pub pixel: PixelBox,
-    /// Feature cells pooled as the paste region.
-    pub cells: CellBox,
-}
-
-impl SwapBox {
-    /// An aligned box: `pixel = stride * cells`.
-    pub fn aligned(cells: CellBox, stride: i64) -> Self {
-        let pixel = PixelBox {
-            x: cells.x0 * stride,
-            y: cells.y0 * stride,
-            w: cells.w * stride,
-            h: cells.h * stride,
-        };
-        Self { pixel, cells }
+/// Checks a swap box of the input against the `height x width` views and their `grid_h x grid_w`
+/// feature map: any [`crate::BatchSource`] may hand one over, not only the loader, whose boxes
+/// fit by construction.
+///
+/// # Errors
+/// A pixel box outside the image, a feature box outside the grid or empty, or a feature box
+/// covering the whole grid (an empty canvas).
+pub(crate) fn check_swap(
+    b: &SwapBox,
+    height: i64,
+    width: i64,
+    grid_h: i64,
+    grid_w: i64,
+) -> Result<()> {
+    let (p, g) = (b.pixels, b.grid);
+    let inside = |o: u32, s: u32, n: i64| i64::from(o) + i64::from(s) <= n;
+    if !(inside(p.x, p.w, width) && inside(p.y, p.h, height)) {
+        return Err(Error::Input(format!("pixel box {p:?} outside the {width}x{height} view")));
     }
-
-    /// Checks the box against an `height x width` view and a `grid_h x grid_w` feature map.
-    ///
-    /// # Errors
-    /// A pixel box outside the image, a feature box outside the grid, or a feature box covering the
-    /// whole grid (an empty canvas).
-    pub fn validate(&self, height: i64, width: i64, grid_h: i64, grid_w: i64) -> Result<()> {
-        let p = self.pixel;
-        let c = self.cells;
-        let inside = |o: i64, s: i64, n: i64| o >= 0 && s >= 0 && o + s <= n;
-        if !(inside(p.x, p.w, width) && inside(p.y, p.h, height)) {
-            return Err(Error::Input(format!("pixel box {p:?} outside the {width}x{height} view")));
-        }
-        if !(inside(c.x0, c.w, grid_w) && inside(c.y0, c.h, grid_h)) || c.w == 0 || c.h == 0 {
-            return Err(Error::Input(format!(
-                "feature box {c:?} outside the {grid_w}x{grid_h} grid"
-            )));
-        }
-        if c.w * c.h >= grid_w * grid_h {
-            return Err(Error::Input(format!("feature box {c:?} leaves no canvas")));
-        }
-        Ok(())
+    if !(inside(g.x, g.w, grid_w) && inside(g.y, g.h, grid_h)) || g.w == 0 || g.h == 0 {
+        return Err(Error::Input(format!("feature box {g:?} outside the {grid_w}x{grid_h} grid")));
     }
-}
-
-impl SwapBox {
-    /// The box of a loader plan.
-    pub fn from_loader(b: &regioncl_loader::SwapBox) -> Self {
-        let (g, p) = (b.grid, b.pixels);
-        SwapBox {
-            pixel: PixelBox { x: p.x.into(), y: p.y.into(), w: p.w.into(), h: p.h.into() },
-            cells: CellBox { x0: g.x.into(), y0: g.y.into(), w: g.w.into(), h: g.h.into() },
-        }
+    if i64::from(g.w) * i64::from(g.h) >= grid_w * grid_h {
+        return Err(Error::Input(format!("feature box {g:?} leaves no canvas")));
     }
+    Ok(())
 }
 
 /// The pairing `pi`: composite `i` is the canvas of image `i` with the paste from image `pi(i)`.
@@ -157,13 +105,14 @@ impl Pairing {
 /// the same window of image `pi(i)`. Keeps the input's memory format.
 ///
 /// # Shapes
-/// `im_q: [B, 3, H, W]`, `pi: [B]` int64 -> `[B, 3, H, W]`.
-pub fn composite(im_q: &Tensor, pi: &Tensor, b: &PixelBox) -> Tensor {
+/// `im_q: [B, 3, H, W]`, `pi: [B]` int64, `b` in pixels -> `[B, 3, H, W]`.
+pub fn composite(im_q: &Tensor, pi: &Tensor, b: &Rect) -> Tensor {
     let comp = im_q.copy();
     if b.w == 0 || b.h == 0 {
         return comp;
     }
-    let window = |t: &Tensor| t.narrow(2, b.y, b.h).narrow(3, b.x, b.w);
+    let (x, y, w, h) = (b.x.into(), b.y.into(), b.w.into(), b.h.into());
+    let window = |t: &Tensor| t.narrow(2, y, h).narrow(3, x, w);
     let paste = window(im_q).index_select(0, pi); // [B, 3, h, w]
     window(&comp).copy_(&paste);
     comp
@@ -173,13 +122,14 @@ pub fn composite(im_q: &Tensor, pi: &Tensor, b: &PixelBox) -> Tensor {
 /// of the grid (`a`, canvas), in fp32.
 ///
 /// # Shapes
-/// `f: [B, D, Gh, Gw]` -> `(a, b)`, each `[B, D]` float.
-pub fn mask_pool(f: &Tensor, c: &CellBox) -> (Tensor, Tensor) {
+/// `f: [B, D, Gh, Gw]`, `c` in grid cells -> `(a, b)`, each `[B, D]` float.
+pub fn mask_pool(f: &Tensor, c: &Rect) -> (Tensor, Tensor) {
     let (_, _, gh, gw) = f.size4().expect("feature map is 4-d");
     let dims = [2i64, 3].as_slice();
-    let b = f.narrow(2, c.y0, c.h).narrow(3, c.x0, c.w).mean_dim(dims, false, Kind::Float); // [B, D]
+    let (x, y, w, h) = (c.x.into(), c.y.into(), c.w.into(), c.h.into());
+    let b = f.narrow(2, y, h).narrow(3, x, w).mean_dim(dims, false, Kind::Float); // [B, D]
     let gap = f.mean_dim(dims, false, Kind::Float); // [B, D]
-    let (n, hw) = ((gh * gw) as f64, (c.h * c.w) as f64);
+    let (n, hw) = ((gh * gw) as f64, f64::from(c.h * c.w));
     let a = (gap * n - &b * hw) / (n - hw); // [B, D]
     (a, b)
 }
@@ -200,7 +150,7 @@ mod tests {
             let x = Tensor::randn([b, 3, 16, 16], (Kind::Float, d));
             let pairing = Pairing::reversed_within(b, 1).unwrap();
             assert!(pairing.indices().iter().enumerate().all(|(i, &j)| j != i as i64));
-            let pb = PixelBox { x: 3, y: 5, w: 8, h: 4 };
+            let pb = Rect::new(3, 5, 8, 4);
             let comp = composite(&x, &pairing.tensor(d), &pb);
             let inside = Tensor::zeros([16, 16], (Kind::Bool, d));
             let _ = inside.narrow(0, 5, 4).narrow(1, 3, 8).fill_(1);
@@ -209,7 +159,7 @@ mod tests {
                 let expect = x.get(i).where_self(&inside.logical_not(), &x.get(j));
                 assert!(comp.get(i).equal(&expect), "composite {i}");
             }
-            let same = composite(&x, &pairing.tensor(d), &PixelBox { x: 2, y: 2, w: 0, h: 4 });
+            let same = composite(&x, &pairing.tensor(d), &Rect::new(2, 2, 0, 4));
             assert!(same.equal(&x));
             // Channels_last input stays channels_last.
             let x_cl = crate::shim::to_channels_last(&x).unwrap();
@@ -234,7 +184,7 @@ mod tests {
         for d in test_devices() {
             tch::manual_seed(1);
             let f = Tensor::randn([3, 5, 7, 7], (Kind::Float, d));
-            let c = CellBox { x0: 2, y0: 1, w: 3, h: 4 };
+            let c = Rect::new(2, 1, 3, 4);
             let (a, b) = mask_pool(&f, &c);
             let gap = f.mean_dim([2, 3].as_slice(), false, Kind::Float);
             let lhs = &a * (49.0 - 12.0) + &b * 12.0;
@@ -268,10 +218,26 @@ mod tests {
             view_width: width,
             view_height: height,
         };
-        SwapBox::from_loader(&regioncl_loader::sample_swap_box(&config, rng))
+        regioncl_loader::sample_swap_box(&config, rng)
     }
 
-    /// docs/method.md 11.3 #12 through the trainer's types: the official sampler's clamped origins
+    /// A box outside the view or the grid, an empty one, or one that leaves no canvas is refused.
+    #[test]
+    fn swap_boxes_that_do_not_fit_are_refused() {
+        let b = |grid: Rect, pixels: Rect| SwapBox { grid, pixels };
+        let ok = b(Rect::new(1, 1, 2, 2), Rect::new(32, 32, 64, 64));
+        check_swap(&ok, 224, 224, 7, 7).unwrap();
+        for bad in [
+            b(Rect::new(1, 1, 2, 2), Rect::new(200, 32, 64, 64)),
+            b(Rect::new(6, 1, 2, 2), Rect::new(32, 32, 64, 64)),
+            b(Rect::new(1, 1, 0, 2), Rect::new(32, 32, 64, 64)),
+            b(Rect::new(0, 0, 7, 7), Rect::new(0, 0, 224, 224)),
+        ] {
+            assert!(check_swap(&bad, 224, 224, 7, 7).is_err(), "{bad:?}");
+        }
+    }
+
+    /// docs/method.md 11.3 #12 through the trainer: the official sampler's clamped origins
     /// (the exhaustive table is the loader's `swap` tests), the aligned sampler's coinciding faces.
     #[test]
     fn samplers_through_the_loader() {
@@ -281,14 +247,15 @@ mod tests {
         let mut threes = 0;
         for _ in 0..draws {
             let o = sample(SwapSampler::Official, &mut rng, 224, 224, 32, 3, 5);
-            o.validate(224, 224, 7, 7).unwrap();
-            if o.cells.w == 3 {
+            check_swap(&o, 224, 224, 7, 7).unwrap();
+            if o.grid.w == 3 {
                 threes += 1;
-                at_127 += i32::from(o.pixel.x == 127);
+                at_127 += i32::from(o.pixels.x == 127);
             }
             let b = sample(SwapSampler::Aligned, &mut rng, 224, 224, 32, 3, 5);
-            assert_eq!(b, SwapBox::aligned(b.cells, 32));
-            b.validate(224, 224, 7, 7).unwrap();
+            let g = b.grid;
+            assert_eq!(b.pixels, Rect::new(32 * g.x, 32 * g.y, 32 * g.w, 32 * g.h), "aligned");
+            check_swap(&b, 224, 224, 7, 7).unwrap();
         }
         // k = 3: the clamp puts the box at 127 px (cell 3) for 112 of the 224 draws of v.
         let f = f64::from(at_127) / f64::from(threes);

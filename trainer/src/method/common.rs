@@ -15,7 +15,7 @@ use crate::model::{DropPath, Encoder, l2_normalize};
 use crate::optim::Optimizer;
 use crate::runtime::Runtime;
 use crate::shim::AutocastGuard;
-use crate::swap::{composite, mask_pool};
+use crate::swap::{check_swap, composite, mask_pool};
 
 /// The training BN mode of `rt`'s rank: its BN groups of the batch split of `config`
 /// ([`Config::batch_split`]), or SyncBN.
@@ -118,11 +118,11 @@ pub(crate) fn region_pool(
     };
     let (_, _, h, w) = im_q.size4()?;
     let stride = encoder.spec().stride();
-    swap.validate(h, w, h / stride, w / stride)?;
+    check_swap(swap, h, w, h / stride, w / stride)?;
     let pi = pairing.tensor(rt.device);
-    let comp = composite(im_q, &pi, &swap.pixel); // [B, 3, H, W]
+    let comp = composite(im_q, &pi, &swap.pixels); // [B, 3, H, W]
     let (_, f) = encoder.backbone(&comp, mode, drop); // [B, D, G, G]
-    let (a, b) = mask_pool(&f, &swap.cells); // [B, D] each
+    let (a, b) = mask_pool(&f, &swap.grid); // [B, D] each
     Ok(RegionPool { a, b, pi })
 }
 
@@ -188,7 +188,8 @@ pub(crate) fn optimize(loss: &Tensor, opt: &mut Optimizer, lr: f64) -> Result<()
 mod tests {
     use super::*;
     use crate::loss::RegionPredictions;
-    use crate::swap::{CellBox, Pairing, PixelBox};
+    use crate::swap::Pairing;
+    use regioncl_augment::Rect;
     use tch::Device;
 
     /// Images whose every pixel carries the one-hot tag of the image (B channels), swapped and
@@ -198,8 +199,8 @@ mod tests {
         let im = Tensor::eye(b, (Kind::Float, Device::Cpu)).view([b, b, 1, 1]).repeat([1, 1, 5, 5]);
         let pairing = Pairing::reversed_within(b, groups).unwrap();
         let pi = pairing.tensor(Device::Cpu);
-        let comp = composite(&im, &pi, &PixelBox { x: 1, y: 2, w: 3, h: 2 });
-        let (a, bb) = mask_pool(&comp, &CellBox { x0: 1, y0: 2, w: 3, h: 2 });
+        let comp = composite(&im, &pi, &Rect::new(1, 2, 3, 2));
+        let (a, bb) = mask_pool(&comp, &Rect::new(1, 2, 3, 2));
         (RegionPool { a, b: bb, pi }, pairing)
     }
 

@@ -12,12 +12,12 @@ pub use pinned::PinnedAllocator;
 pub use synthetic::SyntheticSource;
 
 use regioncl_augment::ViewSpec;
-use regioncl_loader::{BatchPlan, LoaderBuilder, Recipe, SwapConfig, SwapPlanConfig};
+use regioncl_loader::{BatchPlan, LoaderBuilder, Recipe, SwapBox, SwapConfig, SwapPlanConfig};
 
 use crate::config::{BatchSplit, Config};
 use crate::dist::Dist;
 use crate::error::{Error, Result};
-use crate::swap::{CellBox, Pairing, PixelBox, SwapBox};
+use crate::swap::Pairing;
 
 /// The view recipes of the config: both views alike, or, with `augment.asymmetric`, the blur and
 /// solarize probabilities of the loader's [`Recipe::byol`] per view (1.0 / 0.1 and 0 / 0.2, the
@@ -107,30 +107,16 @@ pub(crate) fn loader_builder(
     Ok(builder)
 }
 
-/// The trainer's swap box and pairing of a loader plan (`None` for the base methods).
+/// The swap box and the pairing (as a checked permutation) of a loader plan (`None` for the base methods).
 ///
 /// # Errors
 /// [`Error::Input`] for a pairing that is not a permutation (the loader never plans one).
 pub(crate) fn swap_of(plan: &BatchPlan) -> Result<(Option<SwapBox>, Option<Pairing>)> {
-    let swap = plan.swap.map(|s| SwapBox {
-        pixel: PixelBox {
-            x: i64::from(s.pixels.x),
-            y: i64::from(s.pixels.y),
-            w: i64::from(s.pixels.w),
-            h: i64::from(s.pixels.h),
-        },
-        cells: CellBox {
-            x0: i64::from(s.grid.x),
-            y0: i64::from(s.grid.y),
-            w: i64::from(s.grid.w),
-            h: i64::from(s.grid.h),
-        },
-    });
     let pairing = match plan.pairing.is_empty() {
         true => None,
         false => Some(Pairing::new(plan.pairing.iter().map(|&j| i64::from(j)).collect())?),
     };
-    Ok((swap, pairing))
+    Ok((plan.swap, pairing))
 }
 
 /// Which part of every global batch a process reads: rank `rank` of a world of `world`.
