@@ -6,7 +6,9 @@
 #
 # Usage: scripts/demo_curve.sh [EPOCHS=48] [EVERY=6]
 # Environment: CURVE_OUT (default runs/curve), CURVE_SETS (extra `key=value` overrides,
-# space-separated), REGIONCL_BIN, REGIONCL_PYTHON, REGIONCL_DATA. Writes CURVE_OUT/curve.md and
+# space-separated), CURVE_IMG_PER_S (the speed that turns steps into training time; default the
+# run's median logged speed; give the idle speed when the run shared the machine),
+# REGIONCL_BIN, REGIONCL_PYTHON, REGIONCL_DATA. Writes CURVE_OUT/curve.md and
 # curve.json. Killed? Run it again: training resumes, finished evaluations are kept.
 #
 # Each checkpoint sits partway down the cosine schedule of the whole run, so a run ending there
@@ -41,9 +43,9 @@ for ckpt in "$out"/run/checkpoints/step-*; do
   [ -f "$json" ] || "$bin" eval knn --checkpoint "$ckpt" "${knn[@]}" --json "$json"
 done
 
-"$py" - "$out" "$steps_per_epoch" <<'PY'
+"$py" - "$out" "$steps_per_epoch" "${CURVE_IMG_PER_S:-}" <<'PY'
 import glob, json, os, sys
-out, spe = sys.argv[1], int(sys.argv[2])
+out, spe, speed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 # The time axis: steps at the run's median speed (robust to windows slowed by other work on the
 # machine), and the wall time the run took to reach them.
 speeds, elapsed = [], {}
@@ -53,7 +55,8 @@ for line in open(os.path.join(out, "run", "metrics.jsonl")):
         speeds.append(r["img_per_s"])
         elapsed[r["step"] + 1] = r["elapsed_s"]
 speeds.sort()
-median = speeds[len(speeds) // 2]
+median = float(speed) if speed else speeds[len(speeds) // 2]
+source = "the given speed" if speed else "the run's median speed"
 def top1(path):
     return {a["k"]: 100 * a["top1"] for a in json.load(open(path))["knn"]}
 rows = []
@@ -64,7 +67,7 @@ for path in sorted(glob.glob(os.path.join(out, "knn-step-*.json"))):
                  "wall_s": elapsed.get(near), "knn": top1(path)})
 pixels, random = top1(os.path.join(out, "knn-pixels.json")), top1(os.path.join(out, "knn-random.json"))
 ks = sorted(pixels)
-lines = [f"Training time: steps x 128 images at the run's median speed, {median:.0f} img/s.", "",
+lines = [f"Training time: steps x 128 images at {source}, {median:.0f} img/s.", "",
          "| epochs | steps | training time | " + " | ".join(f"k={k} top-1" for k in ks) + " |",
          "|---|---|---|" + "---|" * len(ks)]
 for r in rows:
