@@ -33,6 +33,9 @@ pub struct StepInput {
     pub swap: Option<regioncl_loader::SwapBox>,
     /// The pairing (RegionCL only).
     pub pairing: Option<Pairing>,
+    /// Records of this batch that were bad (a failed checksum, a JPEG that does not decode) and
+    /// the records that replaced them; the training reports each ([`crate::TrainEvent::Replaced`]).
+    pub substitutions: Vec<regioncl_loader::Substitution>,
     /// Anything that must live until the step is done with the pixel memory (the loader's batch,
     /// whose drop returns its buffers to the ring). Dropped after the loss has been read, which
     /// synchronises the device with the host.

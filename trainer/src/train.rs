@@ -56,6 +56,16 @@ pub enum TrainEvent<'a> {
     },
     /// A logged step (also a line of metrics.jsonl).
     Step(&'a LogRecord),
+    /// A bad record of the batch of `step` was replaced (reported on every rank: each reads its
+    /// own records; counted in [`LogRecord::replaced`]).
+    Replaced {
+        /// The global step of the batch.
+        step: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The record that failed, why, and the record used instead.
+        substitution: &'a regioncl_loader::Substitution,
+    },
 }
 
 /// What a [`Trainer::run`] did.
@@ -209,7 +219,8 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Called for every logged step and after a resume (on rank 0).
+    /// Called for every logged step and after a resume (on rank 0), and for every replaced bad
+    /// record (on the rank that read it).
     pub fn on_event(mut self, on_event: impl FnMut(&TrainEvent) + 'a) -> Self {
         self.on_event = Box::new(on_event);
         self
@@ -278,6 +289,10 @@ impl<'a> Trainer<'a> {
             let t_wait = Instant::now();
             let input = source.next_batch()?;
             wait_window += t_wait.elapsed().as_secs_f64();
+            for substitution in &input.substitutions {
+                let epoch = input.epoch;
+                (self.on_event)(&TrainEvent::Replaced { step, epoch, substitution });
+            }
             if input.step != step {
                 return Err(Error::Data(format!(
                     "source gave step {} where {step} was due",

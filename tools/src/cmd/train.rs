@@ -72,8 +72,8 @@ pub(crate) fn open_source(config: &Config, share: RankShare) -> Result<Box<dyn B
     })
 }
 
-/// Prints a training's progress line, or what its resume skipped and where it resumed, each line
-/// prefixed with `prefix`.
+/// Prints a training's progress line, what its resume skipped and where it resumed, or a replaced
+/// bad record, each line prefixed with `prefix`.
 pub(crate) fn print_event(prefix: &str, event: &TrainEvent) {
     match event {
         TrainEvent::Step(r) => errln!("{prefix}{}", r.progress_line()),
@@ -83,6 +83,12 @@ pub(crate) fn print_event(prefix: &str, event: &TrainEvent) {
             }
             errln!("{prefix}resumed from {} (step {step})", from.display());
         }
+        TrainEvent::Replaced { step, epoch, substitution: s } => errln!(
+            "{prefix}warning: epoch {epoch} step {step}: record {} replaced by record {}: {}",
+            s.failed,
+            s.replacement,
+            s.reason
+        ),
         _ => {}
     }
 }

@@ -168,6 +168,7 @@ impl LoaderSource {
             flipped: true,
             swap,
             pairing,
+            substitutions: batch.substitutions().to_vec(),
             hold: Some(Box::new(batch)),
         })
     }
@@ -191,13 +192,6 @@ impl BatchSource for LoaderSource {
             .next()
             .ok_or_else(|| Error::Data("loader stopped".into()))?
             .map_err(loader_err)?;
-        for s in batch.substitutions() {
-            let plan = batch.plan();
-            eprintln!(
-                "warning: epoch {} step {}: record {} replaced by record {}: {}",
-                plan.epoch, plan.step, s.failed, s.replacement, s.reason
-            );
-        }
         self.replaced += batch.substitutions().len() as u64;
         self.convert(batch)
     }

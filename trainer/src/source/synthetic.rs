@@ -94,6 +94,7 @@ impl BatchSource for SyntheticSource {
             flipped: false,
             swap,
             pairing,
+            substitutions: Vec::new(),
             hold: None,
         })
     }
