@@ -75,11 +75,19 @@ for r in rows:
                  + " | ".join(f"{r['knn'][k]:.2f}%" for k in ks) + " |")
 lines.append("| random init | 0 | 0 | " + " | ".join(f"{random[k]:.2f}%" for k in ks) + " |")
 lines.append("| raw pixels | | | " + " | ".join(f"{pixels[k]:.2f}%" for k in ks) + " |")
-passed = [r for r in rows if all(r["knn"][k] > pixels[k] for k in ks)]
-lines += ["", (f"Learned features pass raw pixels at every k from epoch {passed[0]['epoch']:g} "
-               f"({passed[0]['step']} steps) on." if passed else
-               f"Learned features do not pass raw pixels within {rows[-1]['epoch']:g} epochs.")
-          if rows else "No checkpoint evaluated."]
+lines.append("")
+for k in ks:
+    # The first checkpoint from which every later one is above raw pixels at this k.
+    above = [r["knn"][k] > pixels[k] for r in rows]
+    first = next((i for i in range(len(rows)) if all(above[i:])), None)
+    if first is None:
+        best = max(r["knn"][k] for r in rows) if rows else float("nan")
+        lines.append(f"k={k}: below raw pixels ({pixels[k]:.2f}%) at every checkpoint; "
+                     f"best {best:.2f}%.")
+    else:
+        r = rows[first]
+        lines.append(f"k={k}: above raw pixels ({pixels[k]:.2f}%) from epoch {r['epoch']:g} "
+                     f"({r['step']} steps, {r['train_s'] / 60:.1f} min) on.")
 text = "\n".join(lines) + "\n"
 open(os.path.join(out, "curve.md"), "w").write(text)
 json.dump({"rows": rows, "pixels": pixels, "random_init": random, "median_img_per_s": median},
