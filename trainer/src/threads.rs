@@ -6,8 +6,8 @@
 //! for it: on 2 cores, the demo fell from 199 to 48 img/s beside one `yes > /dev/null`, while one
 //! thread kept 101 img/s. So a training with `run.threads = 0` on the CPU (the binary's
 //! [`crate::Trainer::adapt_threads`]) samples, every couple of seconds, how much CPU time
-//! the other processes got ([`CpuSample`]: the machine's busy and stolen time from `/proc/stat`
-//! less this process's own from `/proc/self/stat`), and runs as many intra-op threads as cores
+//! the other processes got ([`CpuSample`]: the busy and stolen time of the CPUs this process may
+//! run on, from `/proc/stat`, less this process's own from `/proc/self/stat`), and runs as many intra-op threads as cores
 //! remain, at least one and at most libtorch's default. A change takes two samples in a row that
 //! agree, so that a passing burst does not flap it.
 //!
@@ -37,39 +37,48 @@ pub(crate) struct CpuSample {
 }
 
 impl CpuSample {
-    /// The sample now, or `None` where `/proc` is not Linux's.
+    /// The sample now, over the CPUs this process may run on; `None` where `/proc` is not
+    /// Linux's.
     pub fn now() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-        Self::parse(&stat, &own)
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Self::parse(&stat, &own, allowed_cpus(&status).as_deref())
     }
 
-    /// The sample of `/proc/stat` and `/proc/self/stat` texts.
-    pub fn parse(stat: &str, self_stat: &str) -> Option<Self> {
-        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let ticks: Vec<u64> =
-            line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
-        // guest and guest_nice are already counted in user and nice.
-        let total: u64 = ticks.iter().take(8).sum();
-        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    /// The sample of `/proc/stat` and `/proc/self/stat` texts, summed over the CPUs in `allowed`
+    /// (every CPU when `None`): in a container whose cpuset is a part of a larger host that
+    /// shares its `/proc`, work on the other CPUs does not count.
+    pub fn parse(stat: &str, self_stat: &str, allowed: Option<&[usize]>) -> Option<Self> {
+        let (mut total, mut busy, mut cpus) = (0u64, 0u64, 0usize);
+        for line in stat.lines() {
+            // cpuN user nice system idle iowait irq softirq steal guest guest_nice
+            // (Not the `cpu ` line of the sums: its first field is not a CPU number.)
+            let Some(rest) =
+                line.strip_prefix("cpu").filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let Some(Ok(n)) = fields.next().map(str::parse::<usize>) else { continue };
+            if allowed.is_some_and(|a| !a.contains(&n)) {
+                continue;
+            }
+            let ticks: Vec<u64> = fields.map(str::parse).collect::<Result<_, _>>().ok()?;
+            // guest and guest_nice are already counted in user and nice.
+            let all: u64 = ticks.iter().take(8).sum();
+            let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+            (total, busy, cpus) = (total + all, busy + all.saturating_sub(idle), cpus + 1);
+        }
+        if cpus == 0 {
+            return None;
+        }
         // pid (comm) state ppid ...: utime and stime are fields 14 and 15; comm may hold spaces.
         let rest = &self_stat[self_stat.rfind(')')? + 1..];
         let mut fields = rest.split_whitespace().skip(11);
         let utime: u64 = fields.next()?.parse().ok()?;
         let stime: u64 = fields.next()?.parse().ok()?;
-        let cpus = stat
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("cpu").is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .count();
-        Some(Self {
-            total,
-            busy: total.saturating_sub(idle),
-            own: utime + stime,
-            cpus: cpus.max(1),
-        })
+        Some(Self { total, busy, own: utime + stime, cpus })
     }
 
     /// Cores the other processes (and the hypervisor) used on average from `earlier` to `self`;
@@ -80,6 +89,21 @@ impl CpuSample {
         let own = self.own.saturating_sub(earlier.own);
         Some(busy.saturating_sub(own) as f64 / total as f64 * self.cpus as f64)
     }
+}
+
+/// The CPUs of `Cpus_allowed_list` in a `/proc/self/status` text (`0-3,8,10-11`).
+fn allowed_cpus(status: &str) -> Option<Vec<usize>> {
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+        if hi < lo || hi - lo > 1 << 16 {
+            return None;
+        }
+        cpus.extend(lo..=hi);
+    }
+    Some(cpus)
 }
 
 /// The intra-op threads to run beside `others` cores of other work, on `cpus` cores, at most
@@ -144,23 +168,40 @@ mod tests {
     use super::*;
 
     const STAT: &str = "cpu  5586984 580550 345964 506808 14846 0 3944 99559 0 0\n\
-                        cpu0 2778251 278762 148483 308978 5588 0 316 48701 0 0\n";
+                        cpu0 2778251 278762 148483 308978 5588 0 316 48701 0 0\n\
+                        cpu1 2808732 301788 197481 197829 9258 0 3628 50857 0 0\n\
+                        intr 23184403 0 0\n";
     const SELF: &str = "4242 (my (odd) name) R 1 4242 4242 0 -1 4194560 100 0 0 0 \
                         1500 250 0 0 20 0 3 0 12345 1000000 500";
 
-    /// The counters of real `/proc` lines: the totals, the idle and iowait ticks left out of busy,
-    /// and the process's user + system ticks found past a command name holding `)` and spaces.
+    /// The counters of real `/proc` lines: the per-CPU totals, the idle and iowait ticks left out
+    /// of busy, only the allowed CPUs, and the process's user + system ticks found past a command
+    /// name holding `)` and spaces.
     #[test]
     fn a_sample_reads_the_machine_and_the_process() {
-        let s = CpuSample::parse(STAT, SELF).unwrap();
-        let total = 5586984 + 580550 + 345964 + 506808 + 14846 + 3944 + 99559;
-        assert_eq!(s, CpuSample { total, busy: total - 506808 - 14846, own: 1750, cpus: 1 });
-        assert_eq!(CpuSample::parse("intr 1 2\n", SELF), None);
-        assert_eq!(CpuSample::parse(STAT, "4242 no-paren"), None);
+        let cpu0 = 2778251 + 278762 + 148483 + 308978 + 5588 + 316 + 48701;
+        let cpu1 = 2808732 + 301788 + 197481 + 197829 + 9258 + 3628 + 50857;
+        let s = CpuSample::parse(STAT, SELF, None).unwrap();
+        let busy = cpu0 + cpu1 - 308978 - 5588 - 197829 - 9258;
+        assert_eq!(s, CpuSample { total: cpu0 + cpu1, busy, own: 1750, cpus: 2 });
+        let s = CpuSample::parse(STAT, SELF, Some(&[1, 5])).unwrap();
+        assert_eq!(s, CpuSample { total: cpu1, busy: cpu1 - 197829 - 9258, own: 1750, cpus: 1 });
+        assert_eq!(CpuSample::parse(STAT, SELF, Some(&[7])), None, "no allowed CPU listed");
+        assert_eq!(CpuSample::parse("intr 1 2\n", SELF, None), None);
+        assert_eq!(CpuSample::parse(STAT, "4242 no-paren", None), None);
         // On this machine's own /proc (Linux), the process has used some CPU and the machine more.
         if let Some(s) = CpuSample::now() {
             assert!(s.busy <= s.total && s.own <= s.total && s.cpus >= 1, "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_allowed_cpus_are_read_from_the_status_list() {
+        let status = "Name:\tregioncl\nCpus_allowed:\tff\nCpus_allowed_list:\t0-3,8,10-11\n";
+        assert_eq!(allowed_cpus(status), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(allowed_cpus("Cpus_allowed_list:\t5\n"), Some(vec![5]));
+        assert_eq!(allowed_cpus("Name:\tx\n"), None);
+        assert_eq!(allowed_cpus("Cpus_allowed_list:\t3-1\n"), None);
     }
 
     /// Others' cores are the machine's busy ticks less ours, as a share of all ticks.
