@@ -118,10 +118,4 @@ pub trait BatchSource {
     /// # Errors
     /// A failure of the source (I/O, decode of a whole batch).
     fn next_batch(&mut self) -> Result<StepInput>;
-
-    /// Records replaced so far because they failed their checksum or to decode (the loader
-    /// substitutes a deterministic other record; see `regioncl_loader::Substitution`).
-    fn replaced(&self) -> u64 {
-        0
-    }
 }

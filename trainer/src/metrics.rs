@@ -37,8 +37,8 @@ pub struct LogRecord {
     pub data_wait: f64,
     /// Seconds since the run (or resume) started.
     pub elapsed_s: f64,
-    /// Records replaced so far in this process (corrupt or undecodable;
-    /// [`crate::BatchSource::replaced`]).
+    /// Records replaced so far in this process (corrupt or undecodable; the steps'
+    /// [`crate::StepInput::substitutions`]).
     #[serde(default)]
     pub replaced: u64,
     /// libtorch's intra-op threads at the end of the window on the CPU (0: on CUDA, or absent in

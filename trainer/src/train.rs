@@ -57,7 +57,7 @@ pub enum TrainEvent<'a> {
     /// A logged step (also a line of metrics.jsonl).
     Step(&'a LogRecord),
     /// A bad record of the batch of `step` was replaced (reported on every rank: each reads its
-    /// own records; counted in [`LogRecord::replaced`]).
+    /// own records; rank 0's are counted in [`LogRecord::replaced`]).
     Replaced {
         /// The global step of the batch.
         step: u64,
@@ -280,6 +280,8 @@ impl<'a> Trainer<'a> {
         let mut losses = Vec::new();
         let mut checkpoint = None;
         let mut saved_at = None;
+        // Bad records the source replaced so far in this process (StepInput::substitutions).
+        let mut replaced = 0u64;
         let on_cpu = !rt.device.is_cuda();
         let mut governor = (self.adapt_threads && on_cpu && config.run.threads == 0)
             .then(ThreadGovernor::start)
@@ -289,6 +291,7 @@ impl<'a> Trainer<'a> {
             let t_wait = Instant::now();
             let input = source.next_batch()?;
             wait_window += t_wait.elapsed().as_secs_f64();
+            replaced += input.substitutions.len() as u64;
             for substitution in &input.substitutions {
                 let epoch = input.epoch;
                 (self.on_event)(&TrainEvent::Replaced { step, epoch, substitution });
@@ -335,7 +338,7 @@ impl<'a> Trainer<'a> {
                     img_per_s: steps_window as f64 * batch / dt,
                     data_wait: (wait_window / dt).min(1.0),
                     elapsed_s: t_run.elapsed().as_secs_f64(),
-                    replaced: source.replaced(),
+                    replaced,
                     threads: if on_cpu {
                         u64::try_from(tch::get_num_threads()).unwrap_or(0)
                     } else {

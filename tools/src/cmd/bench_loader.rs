@@ -98,7 +98,7 @@ fn recipe(name: RecipeName, size: u32) -> Recipe {
         }
         RecipeName::Mocov2 => Recipe { color_on: ColorOn::Cpu, ..Recipe::mocov2(size) },
         RecipeName::Eval => {
-            Recipe::eval_center((f64::from(size) * 256.0 / 224.0).round() as u32, size)
+            Recipe::eval_center(regioncl_trainer::EvalView::for_crop(size).resize, size)
         }
         RecipeName::MultiCrop => {
             // DINO's 2 + 6 crops and scales (global views at `size`), geometry only, bilinear.

@@ -73,8 +73,6 @@ pub struct LoaderSource {
     pipeline: Option<Pipeline>,
     num_records: u64,
     steps_per_epoch: u64,
-    /// Records the loader replaced so far in this process.
-    replaced: u64,
 }
 
 impl std::fmt::Debug for LoaderSource {
@@ -114,7 +112,7 @@ impl LoaderSource {
             .allocator(Arc::new(PinnedAllocator));
         let planner = builder.planner().map_err(loader_err)?;
         let steps_per_epoch = planner.steps_per_epoch();
-        Ok(Self { builder, planner, pipeline: None, num_records, steps_per_epoch, replaced: 0 })
+        Ok(Self { builder, planner, pipeline: None, num_records, steps_per_epoch })
     }
 
     /// Number of records.
@@ -192,11 +190,6 @@ impl BatchSource for LoaderSource {
             .next()
             .ok_or_else(|| Error::Data("loader stopped".into()))?
             .map_err(loader_err)?;
-        self.replaced += batch.substitutions().len() as u64;
         self.convert(batch)
-    }
-
-    fn replaced(&self) -> u64 {
-        self.replaced
     }
 }
